@@ -1,0 +1,167 @@
+"""Load-or-build cache for what one stage produces and a later stage needs.
+
+Taught in notebook 00 (section "How the notebooks hand work to each other"). Every
+notebook runs alone: when notebook 04 needs the base model that notebook 02 trains,
+it calls the stage's ``load_or_build_*`` function, which ends up here. If the artifact
+was built before with the same configuration it is loaded from the cache; otherwise it
+is built now, with a line saying so, and cached.
+
+Layout of the cache (``Settings.cache_dir``, default ``<repo>/artifacts``)::
+
+    <cache>/<name>/<key>/            a finished artifact (folder written by the builder)
+    <cache>/<name>/<key>/artifact.json   name, key, config, build time, when
+    <cache>/<name>/<key>.partial/    an unfinished build; kept when a build is
+                                     interrupted so that a builder that checkpoints
+                                     (pretraining) resumes where it stopped
+
+``key`` is a short hash of the configuration (a dataclass or a JSON-able dict), so a
+change of any knob builds a new artifact next to the old one instead of silently
+reusing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from course_utils.settings import Settings, get_settings
+
+__all__ = ["ArtifactRecord", "config_dict", "config_key", "list_artifacts", "load_or_build"]
+
+MARKER = "artifact.json"
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A configuration as a plain JSON-able dict (dataclasses and dicts accepted)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        data = dataclasses.asdict(config)
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        raise TypeError(
+            f"An artifact's config must be a dataclass instance or a dict, got {type(config).__name__}."
+        )
+    # Round-trip through JSON so that Paths and tuples compare the same way every time.
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def config_key(config: Any) -> str:
+    """A 12-character hash that changes whenever any field of the configuration changes."""
+    text = json.dumps(config_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """One finished artifact in the cache."""
+
+    name: str  # the stage's artifact name, e.g. "base-model"
+    key: str  # hash of its configuration
+    path: Path  # folder holding it
+    config: dict[str, Any]  # the configuration it was built with
+    build_seconds: float  # wall time of the build
+    built_at: str  # ISO time of the end of the build
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock, so that two processes never build the same artifact at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _say(message: str, verbose: bool) -> None:
+    if verbose:
+        print(f"[artifact] {message}", file=sys.stderr if not _in_notebook() else sys.stdout, flush=True)
+
+
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+def load_or_build(
+    name: str,
+    config: Any,
+    build: Callable[[Path], None],
+    *,
+    settings: Settings | None = None,
+    rebuild: bool = False,
+    verbose: bool = True,
+) -> Path:
+    """Return the folder of artifact ``name`` built with ``config``, building it if needed.
+
+    ``build(folder)`` must write the artifact into ``folder`` (which exists, and may hold
+    what an interrupted earlier build left there). Only when it returns is the folder
+    renamed into place, so a half-written artifact is never mistaken for a finished one.
+    ``rebuild=True`` discards a cached copy and builds again.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"Artifact names are plain folder names, got {name!r}.")
+    settings = settings or get_settings()
+    cfg = config_dict(config)
+    key = config_key(cfg)
+    root = settings.cache_dir / name
+    final = root / key
+    partial = root / f"{key}.partial"
+    with _lock(root / f".{key}.lock"):
+        if final.joinpath(MARKER).exists() and not rebuild:
+            _say(f"using cached {name} ({key}) from {final}", verbose)
+            return final
+        if final.exists():
+            shutil.rmtree(final)
+        if rebuild and partial.exists():
+            shutil.rmtree(partial)
+        resumed = partial.exists() and any(partial.iterdir())
+        partial.mkdir(parents=True, exist_ok=True)
+        how = "resuming the interrupted build of" if resumed else "building"
+        _say(f"{how} {name} ({key}) in {partial}; it is cached for next time", verbose)
+        start = time.perf_counter()
+        build(partial)
+        seconds = time.perf_counter() - start
+        record = {
+            "name": name,
+            "key": key,
+            "config": cfg,
+            "build_seconds": round(seconds, 3),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        partial.joinpath(MARKER).write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(partial, final)
+        _say(f"built {name} ({key}) in {seconds:.1f} s -> {final}", verbose)
+        return final
+
+
+def list_artifacts(settings: Settings | None = None) -> list[ArtifactRecord]:
+    """Every finished artifact in the cache, oldest first."""
+    settings = settings or get_settings()
+    records = []
+    if settings.cache_dir.exists():
+        for marker in settings.cache_dir.glob(f"*/*/{MARKER}"):
+            data = json.loads(marker.read_text())
+            records.append(
+                ArtifactRecord(
+                    name=data["name"],
+                    key=data["key"],
+                    path=marker.parent,
+                    config=data["config"],
+                    build_seconds=float(data["build_seconds"]),
+                    built_at=data["built_at"],
+                )
+            )
+    return sorted(records, key=lambda r: r.built_at)
