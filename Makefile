@@ -1,0 +1,78 @@
+# The course's commands. On a fresh machine two are enough:
+#   make lab    set up .venv and open JupyterLab on notebooks/
+#   make test   set up .venv and run every test, notebooks included (fast mode)
+# Others: make setup | course | slides | lock | clean | help
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is installed first, pinned: on this course's reference machines this is the CPU
+# build. GPU users: make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?=
+KERNEL_NAME   ?= llm-course
+LAB_PORT      ?= 8888
+# Per-cell time limit when the tests execute notebooks (fast mode), seconds.
+NB_CELL_TIMEOUT ?= 600
+
+STAMP := $(VENV)/.course-installed
+
+.PHONY: help setup lab test test-unit test-notebooks course slides lock clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with the pinned environment, course_utils and the Jupyter kernel
+
+$(STAMP): pyproject.toml requirements-lock.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { \
+	  echo "The course needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)."; \
+	  echo "Install one (e.g. pyenv install 3.11) and run: make $(MAKECMDGOALS) PYTHON=python3.11"; exit 1; }
+	@test -x $(BIN)/python || { echo "[setup] creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[setup] installing torch $(TORCH_VERSION)$(if $(TORCH_INDEX), from $(TORCH_INDEX),)"
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),) torch==$(TORCH_VERSION)
+	@echo "[setup] installing the pinned course environment (requirements-lock.txt)"
+	$(BIN)/pip install --quiet -r requirements-lock.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --user --name $(KERNEL_NAME) --display-name "LLM course ($(VENV))" >/dev/null
+	@echo "[setup] registered the Jupyter kernel '$(KERNEL_NAME)'"
+	@$(BIN)/course env
+	@touch $(STAMP)
+
+lab: setup ## set up, then start JupyterLab on notebooks/ (prints the URL with its token)
+	@echo "[lab] starting JupyterLab on notebooks/ - open the http://127.0.0.1:$(LAB_PORT)/lab?token=... URL printed below"
+	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+
+test: setup ## set up, then run the unit tests and execute every notebook in fast mode
+	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-notebooks
+
+test-unit: ## unit tests of course_utils, data, CLI, notebook shape and slides
+	COURSE_FAST=1 $(BIN)/pytest -q tests
+
+# Notebooks run last-numbered first, in an empty artifact cache: each notebook then has to
+# build whatever earlier stage it needs by itself, which proves it runs alone.
+test-notebooks: ## execute every notebook in fast mode with nbval, newest first, empty cache
+	@cache=$$(mktemp -d -t course-cache-XXXX); trap 'rm -rf "$$cache"' EXIT; \
+	COURSE_FAST=1 COURSE_CACHE=$$cache $(BIN)/pytest -q -p no:cacheprovider --nbval-lax \
+	  --nbval-current-env --nbval-cell-timeout=$(NB_CELL_TIMEOUT) $$(ls -r notebooks/[0-9][0-9]_*.ipynb)
+
+course: setup ## execute every notebook in learner mode: copies and a time/memory table in build/
+	$(BIN)/course notebooks --out build
+
+slides: ## build the Marp decks in slides/ to HTML in build/slides/ (needs Node.js and npm)
+	@command -v npm >/dev/null || { echo "make slides needs Node.js and npm (https://nodejs.org)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	node_modules/.bin/marp --html --input-dir slides --output build/slides
+	@echo "[slides] HTML decks in build/slides/"
+
+lock: setup ## regenerate requirements-lock.txt from the current .venv (after changing pins)
+	@{ sed -n '1,3p' requirements-lock.txt; $(BIN)/pip freeze --exclude-editable | grep -v -E '^(torch|course.utils)=='; } > requirements-lock.txt.new
+	mv requirements-lock.txt.new requirements-lock.txt
+
+clean: ## remove built things (artifacts cache, build/, node_modules); keeps .venv
+	rm -rf artifacts build node_modules

@@ -1,0 +1,148 @@
+"""Execute the course's notebooks and record each one's wall time and peak memory.
+
+Used by ``make course`` (learner mode: executed copies to read, and the timing table
+that the README's course map quotes) and ``course notebooks``. Each notebook runs in
+a fresh kernel started in its own folder, exactly as restart-and-run-all would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from course_utils.settings import repo_root
+
+__all__ = ["NotebookRun", "discover_notebooks", "run_notebook", "run_notebooks"]
+
+NOTEBOOK_PATTERN = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+
+# Appended to the notebook in memory (never saved): reports the kernel's peak resident
+# memory, its own and that of any child process it waited for (torchrun workers).
+_PEAK_CELL = """\
+import json as _j, resource as _r, sys as _s
+_k = 1 if _s.platform == "darwin" else 1024
+print("__PEAK__" + _j.dumps({"self": _r.getrusage(_r.RUSAGE_SELF).ru_maxrss * _k,
+                             "children": _r.getrusage(_r.RUSAGE_CHILDREN).ru_maxrss * _k}))
+"""
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """How one notebook's execution went."""
+
+    notebook: str  # file name
+    mode: str  # "fast" or "learner"
+    ok: bool  # every cell ran without error
+    seconds: float  # wall time including kernel start
+    peak_mib: float  # peak resident memory of the kernel (or its largest child), MiB
+    error: str  # first line of the error, or ""
+
+
+def discover_notebooks(folder: Path | None = None) -> list[Path]:
+    """The course's numbered notebooks ``NN_name.ipynb``, in order."""
+    folder = folder or repo_root() / "notebooks"
+    return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+
+
+def run_notebook(path: Path, out_path: Path, *, fast: bool, timeout: int = 3600) -> NotebookRun:
+    """Execute ``path`` in a fresh kernel; write the executed copy to ``out_path``."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
+    previous = os.environ.get("COURSE_FAST")
+    os.environ["COURSE_FAST"] = "1" if fast else "0"
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    start = time.perf_counter()
+    error = ""
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # kernel died, timeout
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if previous is None:
+            os.environ.pop("COURSE_FAST", None)
+        else:
+            os.environ["COURSE_FAST"] = previous
+    seconds = time.perf_counter() - start
+    peak = 0.0
+    last = nb.cells.pop()
+    for output in last.get("outputs", []):
+        text = output.get("text", "")
+        if "__PEAK__" in text:
+            data = json.loads(text.split("__PEAK__", 1)[1])
+            peak = max(data["self"], data["children"]) / 2**20
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out_path)
+    return NotebookRun(
+        notebook=path.name,
+        mode="fast" if fast else "learner",
+        ok=not error,
+        seconds=round(seconds, 1),
+        peak_mib=round(peak, 1),
+        error=error,
+    )
+
+
+def _table(runs: list[NotebookRun]) -> str:
+    lines = [
+        "| notebook | mode | status | wall time | peak memory |",
+        "|---|---|---|---:|---:|",
+    ]
+    for r in runs:
+        status = "ok" if r.ok else f"FAILED: {r.error[:80]}"
+        lines.append(
+            f"| {r.notebook} | {r.mode} | {status} | {r.seconds / 60:.1f} min | {r.peak_mib:.0f} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def run_notebooks(
+    notebooks: list[str] | None = None,
+    *,
+    out_dir: str | Path = "build",
+    fast: bool = False,
+    timeout: int = 3600,
+) -> dict:
+    """Execute notebooks one after another; write copies, ``report.md`` and ``report.json``.
+
+    Returns ``{"ok": bool, "runs": [...], "report": path}``; a failing notebook does not
+    stop the others.
+    """
+    from tqdm.auto import tqdm
+
+    paths = [Path(n).resolve() for n in notebooks] if notebooks else discover_notebooks()
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"No such notebook: {', '.join(missing)}")
+    out = Path(out_dir).resolve()
+    runs = []
+    bar = tqdm(paths, desc="notebooks", unit="nb")
+    for path in bar:
+        bar.set_postfix_str(path.name)
+        run = run_notebook(path, out / "notebooks" / path.name, fast=fast, timeout=timeout)
+        runs.append(run)
+        bar.write(f"{'ok    ' if run.ok else 'FAILED'} {run.notebook}: {run.seconds:.0f} s, {run.peak_mib:.0f} MiB")
+    (out / "report.md").write_text(
+        f"# Executed notebooks ({'fast' if fast else 'learner'} mode)\n\n{_table(runs)}\n"
+    )
+    (out / "report.json").write_text(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
+    return {
+        "ok": all(r.ok for r in runs),
+        "runs": [asdict(r) for r in runs],
+        "report": str(out / "report.md"),
+        "_exit": 0 if all(r.ok for r in runs) else 1,
+    }
