@@ -1,0 +1,101 @@
+"""The course map: every notebook, what it builds, and how long it takes.
+
+Taught in notebook 00 (section "The course map"); the README's table is checked
+against it by ``tests/test_readme.py``, so the two never drift. CPU times are for
+learner mode on a 2-core laptop CPU, measured with ``make course`` (``build/report.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from course_utils.settings import repo_root
+
+__all__ = ["COURSE_MAP", "Module", "course_map_markdown"]
+
+
+@dataclass(frozen=True)
+class Module:
+    """One notebook of the course."""
+
+    number: str  # "00" .. "13": fixed, also the file prefix
+    name: str  # file stem after the number, e.g. "llmops_overview"
+    title: str  # what a person calls it
+    builds: str  # what the learner builds and measures
+    route: str  # "foundation", "fine-tune", "knowledge", "application", "quality"
+    cpu_minutes: int  # learner mode on a 2-core CPU (rounded up)
+    gpu_minutes: int  # learner mode on one Colab T4-class GPU (estimate)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.number}_{self.name}.ipynb"
+
+    @property
+    def available(self) -> bool:
+        """Whether the notebook exists in this checkout."""
+        return (repo_root() / "notebooks" / self.filename).exists()
+
+
+COURSE_MAP: tuple[Module, ...] = (
+    Module("00", "llmops_overview", "The map: three routes and the pipeline",
+           "the three routes and the pipeline as diagrams, an environment check, a first taste of retrieval",
+           "foundation", 1, 1),
+    Module("01", "tokenization", "Tokenization",
+           "byte-level BPE from scratch, a fast trained tokenizer, Unicode round trips",
+           "foundation", 3, 2),
+    Module("02", "pretraining", "Pretraining a Llama-style model",
+           "a decoder from scratch, a real training loop, checkpoints, export to transformers",
+           "foundation", 12, 4),
+    Module("03", "scale_and_moe", "Scale and mixture of experts",
+           "MoE vs dense, multi-process training, efficient attention, mixed precision",
+           "foundation", 10, 4),
+    Module("04", "sft", "Supervised fine-tuning",
+           "chat template, assistant-only loss, instruction tuning with trl",
+           "fine-tune", 10, 3),
+    Module("05", "lora_qlora", "LoRA and QLoRA",
+           "LoRA from scratch vs peft, rank sweep, merge, NF4, teaching new facts",
+           "fine-tune", 10, 3),
+    Module("06", "reward_model_dpo", "Reward model and DPO",
+           "Bradley-Terry reward model, DPO from scratch vs trl, win rate and KL, GRPO small",
+           "fine-tune", 10, 3),
+    Module("07", "data_preparation", "Data preparation",
+           "cleanse, deduplicate and chunk raw HTML/Markdown/text; effect on retrieval",
+           "knowledge", 5, 3),
+    Module("08", "rag_faiss_langchain", "RAG with FAISS and LangChain",
+           "embeddings, FAISS flat/IVF/HNSW, BM25 and hybrid, a cited LCEL chain; closed-book vs RAG",
+           "knowledge", 10, 3),
+    Module("09", "llm_chains", "LLM chains",
+           "a multi-step legal chain: articles, precedents, three drafts, judge, best answer",
+           "application", 10, 3),
+    Module("10", "evaluation", "Evaluation",
+           "EM/F1, ROUGE, BLEU, ROC-AUC, LLM-as-judge, RAG metrics, human feedback, one report",
+           "quality", 10, 3),
+    Module("11", "security", "Security",
+           "prompt injection, prompt leak, jailbreak: an attack suite and defenses",
+           "quality", 10, 3),
+    Module("12", "agents", "Agents",
+           "tools, a ReAct loop, function calling, multi-agent hand-off",
+           "application", 10, 3),
+    Module("13", "inference_serving", "Inference and serving",
+           "KV cache, batching, quantization, speculative decoding, a chat page",
+           "application", 10, 3),
+)
+
+
+def course_map_markdown(*, prefix: str = "notebooks/") -> str:
+    """The course map as a Markdown table (used in notebook 00 and the README).
+
+    ``prefix`` is the path from the page that shows the table to ``notebooks/``:
+    ``"notebooks/"`` from the README, ``""`` from a notebook.
+    """
+    rows = [
+        "| # | notebook | what you build | CPU | GPU | status |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for m in COURSE_MAP:
+        name = f"[{m.title}]({prefix}{m.filename})" if m.available else m.title
+        status = "ready" if m.available else "coming"
+        rows.append(
+            f"| {m.number} | {name} | {m.builds} | {m.cpu_minutes} min | {m.gpu_minutes} min | {status} |"
+        )
+    return "\n".join(rows)

