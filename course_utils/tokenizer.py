@@ -1,0 +1,167 @@
+"""The course's tokenizer: byte-level BPE trained with ``tokenizers``, used as a transformers tokenizer.
+
+Taught in notebook 01 (sections "A fast tokenizer with the library" and "Special
+tokens and the chat template"). :mod:`course_utils.bpe` is the same algorithm written
+out by hand; this module trains it at library speed on the course corpus and wraps it
+as a ``PreTrainedTokenizerFast`` with:
+
+- special tokens: ``<|endoftext|>`` (starts and ends every document; the BOS and EOS
+  token), ``<|pad|>``, and the chat roles ``<|system|>``, ``<|user|>``,
+  ``<|assistant|>`` with ``<|end|>`` closing every turn;
+- a chat template (:data:`CHAT_TEMPLATE`) whose assistant turns sit inside
+  ``{% generation %}`` markers, so SFT (notebook 04, trl's ``assistant_only_loss``)
+  computes the loss on the assistant's tokens only.
+
+Every notebook gets it with :func:`load_or_build_tokenizer` (cached artifact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from course_utils.artifacts import load_or_build
+from course_utils.bpe import GPT4_SPLIT_PATTERN
+from course_utils.settings import Settings, get_settings
+
+__all__ = [
+    "BOS",
+    "CHAT_TEMPLATE",
+    "END_OF_TURN",
+    "EOS",
+    "PAD",
+    "SPECIAL_TOKENS",
+    "TokenizerConfig",
+    "load_or_build_tokenizer",
+    "train_tokenizer",
+    "wrap_tokenizer",
+]
+
+EOS = "<|endoftext|>"  # document boundary: BOS and EOS of the base model
+BOS = EOS
+PAD = "<|pad|>"  # padding for batches (never trained on)
+END_OF_TURN = "<|end|>"  # closes every chat turn; a chat model stops on it
+SPECIAL_TOKENS = [EOS, PAD, "<|system|>", "<|user|>", "<|assistant|>", END_OF_TURN]
+
+#: Chat format: ``<|endoftext|><|user|>\n...<|end|>\n<|assistant|>\n...<|end|>\n``.
+#: The assistant's content and its ``<|end|>`` are inside ``{% generation %}`` so that
+#: ``apply_chat_template(..., return_assistant_tokens_mask=True)`` marks exactly the
+#: tokens SFT learns to produce.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '<|assistant|>\n' }}"
+    "{%- generation -%}{{ message['content'] + '<|end|>' }}{%- endgeneration -%}"
+    "{{ '\n' }}"
+    "{%- elif message['role'] in ['system', 'user'] -%}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{%- else -%}"
+    "{{ raise_exception('Unknown role ' + message['role'] + ': use system, user or assistant.') }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|assistant|>\n' }}{%- endif -%}"
+)
+
+
+@dataclass
+class TokenizerConfig:
+    """What the course tokenizer is trained on and how (its artifact key)."""
+
+    vocab_size: int = 4096  # total ids: 256 bytes + merges + special tokens
+    min_frequency: int = 2  # a pair must occur this often to be merged
+    pattern: str = GPT4_SPLIT_PATTERN  # pre-tokenization regex (same as course_utils.bpe)
+    source: str | None = None  # corpus source passed to data.load_corpus (None: the course world)
+    max_documents: int | None = None  # train on the first N documents only (None: all)
+
+
+def _hf_backend(vocab_size: int, pattern: str, special_tokens: list[str]):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    tok = Tokenizer(models.BPE(ignore_merges=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 4096,
+    *,
+    min_frequency: int = 2,
+    pattern: str = GPT4_SPLIT_PATTERN,
+    special_tokens: list[str] | None = None,
+    show_progress: bool = False,
+):
+    """Train a byte-level BPE ``tokenizers.Tokenizer`` on ``texts`` (special tokens get ids 0..k-1)."""
+    from tokenizers import pre_tokenizers, trainers
+
+    special_tokens = list(SPECIAL_TOKENS if special_tokens is None else special_tokens)
+    tok = _hf_backend(vocab_size, pattern, special_tokens)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: no unknown token
+        show_progress=show_progress,
+    )
+    tok.train_from_iterator(_batches(texts), trainer=trainer)
+    return tok
+
+
+def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for t in texts:
+        batch.append(t)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def wrap_tokenizer(tok):
+    """A transformers ``PreTrainedTokenizerFast`` around a ``tokenizers.Tokenizer``, with
+    the course's special tokens and chat template."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (EOS, PAD)],
+        clean_up_tokenization_spaces=False,
+        model_max_length=1_000_000,
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def load_or_build_tokenizer(settings: Settings | None = None, config: TokenizerConfig | None = None):
+    """The course tokenizer (``PreTrainedTokenizerFast``), trained on the course corpus's
+    training split the first time and cached as an artifact ("tokenizer")."""
+    from transformers import AutoTokenizer
+
+    settings = settings or get_settings()
+    config = config or TokenizerConfig()
+
+    def build(folder: Path) -> None:
+        from course_utils.data import load_corpus
+
+        docs = load_corpus("train", settings=settings, source=config.source)
+        if config.max_documents:
+            docs = docs[: config.max_documents]
+        tok = train_tokenizer(
+            docs, config.vocab_size, min_frequency=config.min_frequency, pattern=config.pattern
+        )
+        wrap_tokenizer(tok).save_pretrained(folder)
+
+    path = load_or_build("tokenizer", config, build, settings=settings)
+    return AutoTokenizer.from_pretrained(path)
