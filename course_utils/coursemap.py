@@ -8,10 +8,11 @@ learner mode on a 2-core laptop CPU, measured with ``make course`` (``build/repo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from course_utils.settings import repo_root
 
-__all__ = ["COURSE_MAP", "Module", "course_map_markdown"]
+__all__ = ["COURSE_MAP", "Module", "course_map_markdown", "update_readme"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,20 @@ def course_map_markdown(*, prefix: str = "notebooks/") -> str:
             f"| {m.number} | {name} | {m.builds} | {m.cpu_minutes} min | {m.gpu_minutes} min | {status} |"
         )
     return "\n".join(rows)
+
+
+_START, _END = "<!-- course-map:start -->\n", "\n<!-- course-map:end -->"
+
+
+def update_readme(path: Path | None = None) -> bool:
+    """Rewrite the course map between the README's markers; return whether it changed."""
+    path = path or repo_root() / "README.md"
+    text = path.read_text()
+    if _START not in text or _END not in text:
+        raise ValueError(f"{path} has no course-map markers ({_START.strip()} ... {_END.strip()}).")
+    head, rest = text.split(_START, 1)
+    _, tail = rest.split(_END, 1)
+    new = f"{head}{_START}{course_map_markdown()}{_END}{tail}"
+    if new != text:
+        path.write_text(new)
+    return new != text

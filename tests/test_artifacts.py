@@ -1,0 +1,86 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from course_utils.artifacts import config_key, list_artifacts, load_or_build
+from course_utils.settings import get_settings
+
+
+@dataclass
+class Cfg:
+    size: int = 3  # a knob
+    name: str = "x"  # another
+
+
+def test_builds_once_then_loads_from_cache(capsys):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "value.txt").write_text("42")
+
+    first = load_or_build("thing", Cfg(), build)
+    second = load_or_build("thing", Cfg(), build)
+    assert first == second and len(calls) == 1
+    assert (first / "value.txt").read_text() == "42"
+    record = json.loads((first / "artifact.json").read_text())
+    assert record["config"] == {"size": 3, "name": "x"} and record["key"] == config_key(Cfg())
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "building thing" in text and "using cached thing" in text
+
+
+def test_a_changed_knob_builds_a_new_artifact():
+    load_or_build("thing", Cfg(size=3), lambda f: None)
+    load_or_build("thing", Cfg(size=4), lambda f: None)
+    assert config_key(Cfg(size=3)) != config_key(Cfg(size=4))
+    assert config_key({"size": 3, "name": "x"}) == config_key(Cfg())
+    assert len([r for r in list_artifacts() if r.name == "thing"]) == 2
+
+
+def test_an_interrupted_build_is_never_used_and_resumes():
+    def interrupted(folder):
+        (folder / "checkpoint.txt").write_text("step 5")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build("trained", Cfg(), interrupted)
+    assert list_artifacts() == []  # nothing finished is recorded
+
+    seen = {}
+
+    def resume(folder):
+        seen["checkpoint"] = (folder / "checkpoint.txt").read_text()
+        (folder / "model.txt").write_text("done")
+
+    path = load_or_build("trained", Cfg(), resume)
+    assert seen["checkpoint"] == "step 5"
+    assert (path / "model.txt").read_text() == "done"
+    assert not path.with_name(path.name + ".partial").exists()
+
+
+def test_rebuild_discards_the_cached_copy():
+    counter = {"n": 0}
+
+    def build(folder):
+        counter["n"] += 1
+        (folder / "n.txt").write_text(str(counter["n"]))
+
+    load_or_build("thing", Cfg(), build)
+    path = load_or_build("thing", Cfg(), build, rebuild=True)
+    assert (path / "n.txt").read_text() == "2"
+
+
+def test_bad_names_and_configs_are_explained():
+    with pytest.raises(ValueError, match="plain folder names"):
+        load_or_build("a/b", Cfg(), lambda f: None)
+    with pytest.raises(TypeError, match="dataclass instance or a dict"):
+        load_or_build("thing", 3, lambda f: None)
+
+
+def test_cache_lives_where_course_cache_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "elsewhere"))
+    path = load_or_build("thing", Cfg(), lambda f: None, verbose=False)
+    assert path.parent.parent == (tmp_path / "elsewhere").resolve()
+    assert get_settings().cache_dir in path.parents

@@ -1,0 +1,41 @@
+"""The notebook runner behind `make course`: executed copies, wall time, peak memory."""
+
+import json
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+from course_utils.runbook import run_notebook, run_notebooks
+
+
+def _notebook(path, *sources):
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_runs_a_notebook_and_measures_it(tmp_path):
+    src = _notebook(
+        tmp_path / "01_demo.ipynb",
+        "import os\nprint('fast' if os.environ.get('COURSE_FAST') == '1' else 'learner')",
+        "block = bytearray(200 * 2**20)  # 200 MiB, so the peak is visible",
+    )
+    run = run_notebook(src, tmp_path / "out" / "01_demo.ipynb", fast=True)
+    assert run.ok and run.error == "" and run.mode == "fast"
+    assert run.peak_mib > 200, run
+    executed = nbformat.read(tmp_path / "out" / "01_demo.ipynb", as_version=4)
+    assert executed.cells[0].outputs[0]["text"].strip() == "fast"
+    assert len(executed.cells) == 2, "the measuring cell is not saved"
+
+
+def test_a_failing_notebook_is_reported_and_the_rest_still_run(tmp_path):
+    bad = _notebook(tmp_path / "02_bad.ipynb", "raise RuntimeError('broken on purpose')")
+    good = _notebook(tmp_path / "03_good.ipynb", "x = 1")
+    report = run_notebooks([str(bad), str(good)], out_dir=tmp_path / "build", fast=False)
+    assert report["ok"] is False and report["_exit"] == 1
+    runs = {r["notebook"]: r for r in report["runs"]}
+    assert "broken on purpose" in runs["02_bad.ipynb"]["error"] and runs["03_good.ipynb"]["ok"]
+    table = (tmp_path / "build" / "report.md").read_text()
+    assert "| 03_good.ipynb | learner | ok |" in table and "FAILED" in table
+    assert json.loads((tmp_path / "build" / "report.json").read_text())[1]["notebook"] == "03_good.ipynb"

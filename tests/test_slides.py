@@ -1,0 +1,51 @@
+"""One Marp deck per notebook, 10-20 slides, and the decks build to HTML."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from course_utils.runbook import discover_notebooks
+from course_utils.settings import repo_root
+
+ROOT = repo_root()
+NOTEBOOKS = discover_notebooks()
+
+
+def _slides(text: str) -> int:
+    body = text.split("---", 2)[2]  # after the front matter
+    return len(re.findall(r"^---\s*$", body, re.M)) + 1
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_each_notebook_has_its_deck(nb):
+    deck = ROOT / "slides" / f"{nb.stem}.md"
+    assert deck.exists(), f"{nb.name} needs its deck slides/{nb.stem}.md"
+    text = deck.read_text()
+    assert text.startswith("---\nmarp: true"), "a deck starts with Marp front matter"
+    assert 10 <= _slides(text) <= 20, f"{deck.name}: {_slides(text)} slides, want 10-20"
+    assert nb.stem[:2] in text.split("\n# ", 1)[1][:10], "first heading names the notebook number"
+
+
+def test_decks_build_to_html(tmp_path):
+    marp = ROOT / "node_modules" / ".bin" / "marp"
+    if not marp.exists():
+        if shutil.which("npm") is None:
+            if os.environ.get("CI"):
+                pytest.fail("npm is needed to build the slides (make slides)")
+            pytest.skip("Node.js/npm not installed: decks are built with `make slides`")
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, check=True, timeout=600
+        )
+    out = tmp_path / "slides"
+    proc = subprocess.run(
+        [str(marp), "--html", "--input-dir", str(ROOT / "slides"), "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for nb in NOTEBOOKS:
+        html = out / f"{nb.stem}.html"
+        assert html.exists(), f"no HTML for {nb.stem}: {proc.stderr}"
+        assert html.stat().st_size > 10_000 and "<section" in html.read_text()
