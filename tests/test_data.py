@@ -1,0 +1,270 @@
+"""Tests of the course's data (course_utils.world, corpus, documents, supervised, data).
+
+They check behaviour that later notebooks rely on: the sizes the issue asks for, that no
+unseen entity leaks into training text, that every gold answer is in its gold document,
+that two builds are byte-identical, and that a broken file gets a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from course_utils import data
+from course_utils.corpus import CorpusConfig, count_tokens, generate_corpus
+from course_utils.settings import get_settings
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return data.world()
+
+
+@pytest.fixture(scope="module")
+def small_corpus(world):
+    """A 600k-token corpus: same renderers and phrasings as the default, six times smaller."""
+    train, val = generate_corpus(world, CorpusConfig(target_tokens=600_000))
+    return train + val
+
+
+def _names_regex(names: list[str]) -> re.Pattern:
+    alternatives = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+    return re.compile(rf"(?<![A-Za-z])(?:{alternatives})(?![A-Za-z])")
+
+
+def _texts(records: list[dict]) -> list[str]:
+    out = []
+    for r in records:
+        for key in ("messages", "prompt", "chosen", "rejected"):
+            value = r.get(key)
+            if isinstance(value, list):
+                out.extend(m["content"] for m in value)
+            elif isinstance(value, str):
+                out.append(value)
+    return out
+
+
+# ----------------------------------------------------------------------------- sizes
+
+def test_counts_meet_the_minimums(world):
+    kinds = {e.kind for e in world.entities}
+    assert {"town", "river", "mountain", "guild", "person", "festival", "event"} <= kinds
+    assert len(world.entities) >= 300
+    unseen = [e for e in world.entities if not e.seen]
+    assert len(unseen) / len(world.entities) >= 0.15
+    assert len(world.articles) >= 40 and len(world.precedents) >= 100
+    assert all(p.articles for p in world.precedents)
+
+    assert len(data.load_sft("train")) >= 3000
+    assert len(data.load_sft("test")) >= 100
+    assert len(data.load_preferences("train")) >= 2000
+    assert len(data.load_preferences("test")) >= 100
+    ev = data.load_eval()
+    assert len(ev) >= 300
+    assert len(data.load_eval(seen=True)) >= 100 and len(data.load_eval(seen=False)) >= 100
+    assert len(data.load_eval(kind="legal")) >= 40
+
+    docs = data.load_documents()
+    originals = {d["id"] for d in docs if d["duplicate_of"] is None}
+    expected = {e.id for e in world.entities} | {a.id for a in world.articles} | {p.id for p in world.precedents}
+    assert originals == expected  # one document per entity, article and precedent
+    assert {d["format"] for d in docs} == {"html", "md", "txt"}
+
+
+def test_sft_has_every_kind_and_system_prompts():
+    train = data.load_sft("train")
+    kinds = {r["kind"] for r in train}
+    assert {"closed_book", "grounded", "not_in_passage", "summarise", "extract_json",
+            "classify", "rewrite_politely", "multi_turn"} <= kinds
+    assert sum(r["messages"][0]["role"] == "system" for r in train) > 500
+    assert any(sum(m["role"] == "user" for m in r["messages"]) >= 2 for r in train)
+    for r in train:
+        assert r["messages"][-1]["role"] == "assistant"
+    extract = next(r for r in train if r["kind"] == "extract_json")
+    assert isinstance(json.loads(extract["messages"][-1]["content"]), dict)
+
+
+def test_preference_flaws_and_trl_format():
+    train = data.load_preferences("train")
+    assert {r["flaw"] for r in train} == {"wrong_fact", "ignores_passage", "rude", "rambling", "unsupported_claim"}
+    for r in train[:200]:
+        assert r["prompt"][-1]["role"] == "user"
+        assert r["chosen"][0]["role"] == r["rejected"][0]["role"] == "assistant"
+        assert r["chosen"] != r["rejected"]
+
+
+def test_corpus_size_and_split(small_corpus):
+    assert sum(count_tokens(d) for d in small_corpus) >= 600_000
+    cfg = CorpusConfig()
+    assert cfg.target_tokens >= 3_000_000  # the default the learner-mode pretraining uses
+
+
+# ----------------------------------------------------------------------------- seen / unseen
+
+def test_world_names_never_overlap(world):
+    names = [e.name.lower() for e in world.entities] + [a.lower() for e in world.entities for a in e.aliases]
+    names = [n for n in names if " " not in n]  # single-word names and aliases
+    assert len(names) == len(set(names))
+    for a in names:
+        for b in names:
+            assert a == b or a not in b, f"{a!r} is inside {b!r}"
+
+
+def test_unseen_entities_never_appear_in_training_text(world, small_corpus):
+    pattern = _names_regex(world.unseen_names())
+    for text in small_corpus:
+        hit = pattern.search(text)
+        assert hit is None, f"unseen name {hit.group(0)!r} in the corpus: {text[:200]!r}"
+    training = (_texts(data.load_sft("train")) + _texts(data.load_sft("test"))
+                + _texts(data.load_preferences("train")) + _texts(data.load_preferences("test")))
+    for text in training:
+        hit = pattern.search(text)
+        assert hit is None, f"unseen name {hit.group(0)!r} in SFT/preference text: {text[:200]!r}"
+    # ... but they are in the document store, so the test above is not vacuous.
+    docs = data.load_documents(with_content=True)
+    assert sum(bool(pattern.search(d["text"])) for d in docs if not d["seen"]) >= 80
+
+
+def test_seen_facts_are_repeated_in_probe_form(world, small_corpus):
+    text = "\n".join(small_corpus)
+    people = world.of_kind("person", seen=True)[:30]
+    for p in people:
+        town = world.get(p.attrs["born_in_id"]).name
+        assert text.count(f"{p.name} was born in {town}") >= 2, p.name
+
+
+# ----------------------------------------------------------------------------- gold support
+
+def _contains(text: str, label: str) -> bool:
+    return re.search(rf"(?<![\w]){re.escape(label)}(?![\w])", text) is not None
+
+
+def test_every_gold_answer_is_in_its_gold_documents():
+    docs = {d["id"]: d for d in data.load_documents(with_content=True)}
+    for q in data.load_eval():
+        gold = " ".join(docs[i]["text"] for i in q["gold_doc_ids"])
+        if q["kind"].startswith("legal"):
+            for label in q["articles"] + q["precedents"]:
+                assert _contains(gold, label), (q["id"], label)
+        if q["kind"] != "legal:scenario" and q["kind"] != "legal:articles":
+            assert _contains(gold, q["answer"]), (q["id"], q["answer"], gold[:300])
+
+
+# ----------------------------------------------------------------------------- determinism
+
+def test_two_builds_are_byte_identical_and_match_the_committed_data(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    data.build(out_dir=a, corpus=False)
+    data.build(out_dir=b, corpus=False)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) > 600
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        committed = DATA / rel
+        assert committed.exists() and committed.read_bytes() == (a / rel).read_bytes(), (
+            f"data/{rel} differs from a fresh build: run `course data build` and commit")
+
+
+def test_corpus_is_deterministic(world, tmp_path):
+    cfg = CorpusConfig(target_tokens=100_000)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    data.write_corpus(tmp_path / "1", world, cfg)
+    data.write_corpus(tmp_path / "2", world, cfg)
+    for name in ("train.jsonl", "validation.jsonl"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+
+
+# ----------------------------------------------------------------------------- broken files
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b'{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [}\n', r"line 2: not valid JSON"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}\n\n{"kind": "x"}\n', r"line 3: missing field 'messages'"),
+        (b'{"messages": "hello"}\n', r"line 1: field 'messages' should be a non-empty list"),
+        (b'{"messages": [{"role": "robot", "content": "hi"}]}\n', r"line 1: messages\[0\] has role 'robot'"),
+        (b"", r"the file is empty"),
+        (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n', r"line 1: not valid UTF-8"),
+    ],
+    ids=["bad-json", "missing-field", "wrong-type", "bad-role", "empty", "not-utf8"],
+)
+def test_broken_files_get_clear_messages(tmp_path, content, expected):
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(data.DataError, match=expected) as info:
+        data.load_sft(source=str(path))
+    assert str(path) in str(info.value)
+
+
+def test_wrong_type_in_eval_and_missing_file(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "a", "gold_doc_ids": [], "seen": "yes", "kind": "fact"}) + "\n")
+    with pytest.raises(data.DataError, match=r"eval.jsonl, line 1: field 'seen' should be true or false, got str"):
+        data.load_eval(source=str(path))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        data.load_sft(source=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match="Unknown split"):
+        data.load_sft("validation")
+
+
+# ----------------------------------------------------------------------------- other sources
+
+def test_local_files_in_common_formats(tmp_path):
+    txt = tmp_path / "corpus.txt"
+    txt.write_text("\n\n".join(f"Document number {i}.\nIt has two lines." for i in range(100)))
+    train, val = data.load_corpus("train", source=str(txt)), data.load_corpus("validation", source=str(txt))
+    assert len(train) == 98 and len(val) == 2 and train[0] == "Document number 0.\nIt has two lines."
+    jl = tmp_path / "corpus.jsonl"
+    jl.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(10)))
+    assert data.load_corpus(source=str(jl)) == [f"doc {i}" for i in range(10)]
+
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                             {"role": "assistant", "content": "Hello"}]}) + "\n")
+    assert data.load_sft(source=str(chat))[0]["messages"][1]["content"] == "Hello"
+    pref = tmp_path / "pref.jsonl"
+    pref.write_text(json.dumps({"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}) + "\n")
+    recs = data.load_preferences(source=str(pref))
+    ds = data.to_dataset(recs)
+    assert ds.column_names == ["prompt", "chosen", "rejected"] and len(ds) == 1
+    assert data.to_dataset(["a", "b"])["text"] == ["a", "b"]
+
+
+def test_hub_ids_go_through_datasets_and_are_validated(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, split):
+        calls.append((name, split))
+        return [{"prompt": "p", "chosen": "c", "rejected": "r"}, {"prompt": "p", "chosen": 3, "rejected": "r"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    with pytest.raises(data.DataError, match=r"'someone/prefs', split 'train', row 1: field 'chosen'"):
+        data.load_preferences(source="someone/prefs")
+    assert calls == [("someone/prefs", "train")]
+
+
+def test_sets_convert_to_datasets():
+    ds = data.to_dataset(data.load_eval()[:20])
+    assert {"question", "answer", "gold_doc_ids", "seen"} <= set(ds.column_names)
+    ds = data.to_dataset(data.load_sft("test")[:20])
+    assert ds[0]["messages"][0]["role"] in ("system", "user")
+
+
+def test_cli_data_stats_json(capsys):
+    from course_utils.cli import main
+
+    assert main(["data", "stats", "--json", "--no-corpus"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["sft"]["train"]["count"] >= 3000
+    assert result["eval"]["count"] >= 300 and result["documents"]["total"] >= 590
+    assert get_settings().data_dir.exists()
