@@ -1,0 +1,631 @@
+"""Pretraining: next-token training of the from-scratch model on the course corpus.
+
+Taught in notebook 02 (sections "The training loop" to "Checkpoint and resume"), run
+from the command line by ``course pretrain``, and used by every later notebook through
+:func:`load_or_build_base_model`, which returns the exported transformers folder.
+
+What :func:`train` does, step by step:
+
+- draws batches of ``seq_len + 1`` token windows from the tokenized corpus, epoch by
+  epoch in a seeded shuffled order (the position in that order is checkpointed);
+- runs forward and backward under bf16 autocast where the device supports it, with
+  gradient accumulation over ``grad_accum`` micro-batches;
+- clips the gradient norm, steps AdamW (weight decay on matrices only) and a
+  warmup-then-cosine learning-rate schedule;
+- every ``eval_every`` steps measures the validation loss and logs tokens/s and model
+  FLOPs utilisation (MFU) against a peak measured here with a big matmul
+  (:func:`measure_peak_flops`);
+- every ``checkpoint_every`` steps writes a checkpoint in safetensors (model, optimizer,
+  scheduler, RNG, data position, history), so that a run stopped at any point resumes
+  exactly where it stopped (same final loss, bit for bit, on the same machine);
+- under ``torchrun``/``accelerate launch`` with several processes it trains with
+  DistributedDataParallel, each rank on its own share of every batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from course_utils.model import GPT, GPTConfig
+from course_utils.settings import Settings, get_settings
+
+__all__ = [
+    "PRESETS",
+    "TrainConfig",
+    "TrainResult",
+    "autocast_dtype",
+    "build_model",
+    "encode_documents",
+    "load_checkpoint_model",
+    "load_or_build_base_model",
+    "load_token_data",
+    "measure_peak_flops",
+    "run_pretraining",
+    "train",
+    "unigram_baseline",
+]
+
+
+@dataclass
+class TrainConfig:
+    """One training run: the model's shape and every knob of the loop."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)  # architecture (vocab_size set from the tokenizer)
+    batch_size: int = 16  # sequences per micro-batch (per process under DDP)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 200  # optimizer steps in the whole run
+    lr: float = 3e-3  # peak learning rate, reached after warmup
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 20  # linear warmup from ~0 to lr
+    weight_decay: float = 0.1  # AdamW decay, on weight matrices and embeddings only
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW moment decay rates
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    eval_every: int = 50  # steps between validation measurements
+    eval_batches: int = 8  # micro-batches of validation data per measurement
+    checkpoint_every: int = 100  # steps between checkpoints (when an output folder is given)
+    precision: str = "auto"  # "auto" (bf16 autocast if supported), "bf16" or "fp32"
+    compile: bool = False  # torch.compile the model (faster steps, ~20 s cold start)
+    seed: int = 1234  # seeds initialisation and data order
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per training sequence (the model's context)."""
+        return self.model.max_seq_len
+
+    def tokens_per_step(self, world_size: int = 1) -> int:
+        """Tokens consumed by one optimizer step."""
+        return self.batch_size * self.grad_accum * self.seq_len * world_size
+
+
+def _preset(model: GPTConfig, **train: Any) -> TrainConfig:
+    return TrainConfig(model=model, **train)
+
+
+#: Named configurations. ``learner`` trains in under 10 minutes on a 2-core CPU;
+#: ``fast`` only proves the code runs; ``gpu`` is for a learner with a GPU.
+PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "tiny": lambda: _preset(
+        GPTConfig(vocab_size=512, max_seq_len=32, n_layer=2, n_head=2, d_model=32, ffn_hidden=96),
+        batch_size=4, max_steps=12, warmup_steps=2, eval_every=4, eval_batches=2, checkpoint_every=4,
+        lr=3e-3,
+    ),
+    "fast": lambda: _preset(
+        GPTConfig(max_seq_len=128, n_layer=2, n_head=4, d_model=128, ffn_hidden=352),
+        batch_size=16, max_steps=60, warmup_steps=10, eval_every=20, eval_batches=4, checkpoint_every=30,
+        lr=3e-3,
+    ),
+    "learner": lambda: _preset(
+        GPTConfig(max_seq_len=256, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
+        batch_size=16, max_steps=900, warmup_steps=50, eval_every=100, eval_batches=8,
+        checkpoint_every=100, lr=2e-3,
+    ),
+    "gpu": lambda: _preset(
+        GPTConfig(max_seq_len=512, n_layer=8, n_head=8, d_model=512, ffn_hidden=1376),
+        batch_size=32, max_steps=4000, warmup_steps=200, eval_every=250, eval_batches=20,
+        checkpoint_every=500, lr=1e-3, compile=True,
+    ),
+}
+
+
+@dataclass
+class TrainResult:
+    """What a run produced and measured."""
+
+    model: GPT  # the trained model (unwrapped, on the training device)
+    history: list[dict[str, float]]  # one row per logged step: step, tokens, train_loss, val_loss, lr, ...
+    val_loss: float  # final validation loss (nats per token)
+    tokens_seen: int  # training tokens consumed by the whole run (all processes)
+    tokens_per_s: float  # training throughput of this process's session, all processes together
+    mfu: float  # model FLOPs utilisation: achieved FLOP/s / measured peak FLOP/s
+    peak_flops: float  # the peak it is measured against (FLOP/s, all processes)
+    precision: str  # "bf16" or "fp32": what the matmuls ran in
+    params: int  # parameters (a tied head counted once)
+    wall_s: float  # wall time of this session (s)
+    steps: int  # optimizer steps done in total
+    resumed_from: int  # step the session started from (0: fresh)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. DDP rank checksums
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able figures (what ``course pretrain --json`` prints)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "history")}
+        out.update(self.extra)
+        out.pop("extra", None)
+        return out
+
+
+# ---------------------------------------------------------------------- hardware
+def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype:
+    """bf16 if asked for or (``auto``) if the device runs bf16 matmuls natively, else fp32."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}.")
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device == "cpu":
+        ok = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+        return torch.bfloat16 if ok else torch.float32
+    return torch.float32
+
+
+_PEAKS: dict[tuple[str, str, int], float] = {}
+
+
+def measure_peak_flops(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", n: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of this machine on a big square matmul in ``dtype``: the "peak" of MFU.
+
+    The best of ``repeats`` timed runs (other processes only ever make it slower).
+    Cached per process.
+    """
+    key = (str(dtype), device, n)
+    if key in _PEAKS:
+        return _PEAKS[key]
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = 0.0
+    for _ in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - start))
+    _PEAKS[key] = best
+    return best
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------- data
+def encode_documents(tokenizer, docs: list[str]) -> torch.Tensor:
+    """One int32 stream: ``<|endoftext|> doc <|endoftext|> doc ...`` (EOS separates documents)."""
+    eos = tokenizer.eos_token_id
+    out: list[int] = []
+    for start in range(0, len(docs), 512):
+        for ids in tokenizer(docs[start : start + 512], add_special_tokens=False)["input_ids"]:
+            out.append(eos)
+            out.extend(ids)
+    out.append(eos)
+    return torch.tensor(out, dtype=torch.int32)
+
+
+def load_token_data(settings: Settings | None = None, tokenizer_config=None):
+    """``(train_ids, val_ids, tokenizer)``: the course corpus tokenized with the course
+    tokenizer, cached as an artifact ("tokens")."""
+    from safetensors.torch import load_file, save_file
+
+    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.tokenizer import TokenizerConfig, load_or_build_tokenizer
+
+    settings = settings or get_settings()
+    tokenizer_config = tokenizer_config or TokenizerConfig()
+    tokenizer = load_or_build_tokenizer(settings, tokenizer_config)
+
+    def build(folder: Path) -> None:
+        from course_utils.data import load_corpus
+
+        tensors = {
+            split: encode_documents(tokenizer, load_corpus(split, settings=settings, source=tokenizer_config.source))
+            for split in ("train", "validation")
+        }
+        save_file(tensors, folder / "tokens.safetensors")
+
+    path = load_or_build("tokens", {"tokenizer": config_dict(tokenizer_config)}, build, settings=settings)
+    data = load_file(path / "tokens.safetensors")
+    return data["train"], data["validation"], tokenizer
+
+
+class _Batches:
+    """Non-overlapping windows of ``T + 1`` tokens, visited in a seeded shuffled order per epoch.
+
+    The position (epoch, index) is all that is needed to continue exactly.
+    """
+
+    def __init__(self, ids: torch.Tensor, T: int, seed: int):
+        n = (len(ids) - 1) // T
+        if n < 1:
+            raise ValueError(f"The corpus has {len(ids)} tokens, fewer than one sequence of {T + 1}.")
+        self.ids, self.T, self.n, self.seed = ids, T, n, seed
+        self.epoch, self.index = 0, 0
+        self._order = self._perm(0)
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def next(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        picks = []
+        for _ in range(rows):
+            if self.index >= self.n:
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._perm(self.epoch)
+            picks.append(int(self._order[self.index]))
+            self.index += 1
+        starts = torch.tensor(picks) * self.T
+        offsets = torch.arange(self.T + 1)
+        chunk = self.ids[(starts[:, None] + offsets[None, :])].long()  # (rows, T+1)
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load(self, state: dict[str, int]) -> None:
+        self.epoch, self.index = state["epoch"], state["index"]
+        self._order = self._perm(self.epoch)
+
+
+def unigram_baseline(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) on ``val_ids`` of the best model that ignores context:
+    token frequencies of ``train_ids`` (add-one smoothed). A trained LM must beat it."""
+    counts = torch.bincount(train_ids.long(), minlength=vocab_size).double() + 1
+    logp = (counts / counts.sum()).log()
+    return float(-logp[val_ids.long()].mean())
+
+
+# ---------------------------------------------------------------------- model + optimizer
+def build_model(cfg: TrainConfig) -> GPT:
+    """A freshly initialised model for ``cfg`` (seeded by ``cfg.seed``)."""
+    torch.manual_seed(cfg.seed)
+    return GPT(cfg.model)
+
+
+def _optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    fused = device in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+
+
+def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches, step: int, history, cfg: TrainConfig) -> None:
+    """Write a checkpoint next to the old one, then swap: a kill never leaves a half-written one."""
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight" or not cfg.model.tie_embeddings}, tmp / "model.safetensors")
+    osd = opt.state_dict()
+    tensors = {f"{pid}.{name}": t.contiguous() for pid, st in osd["state"].items() for name, t in st.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, tmp / "optimizer.safetensors")
+    state = {
+        "step": step,
+        "data": batches.state(),
+        "scheduler": sched.state_dict(),
+        "param_groups": osd["param_groups"],
+        "history": history,
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+    }
+    (tmp / "state.json").write_text(json.dumps(state))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _recover_checkpoint(folder: Path) -> None:
+    """After a kill in the middle of :func:`_save_checkpoint`'s swap, put the newest
+    complete checkpoint back in place (``state.json`` is written last, so it marks one)."""
+    if (folder / "state.json").exists():
+        return
+    for candidate in (folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")):
+        if (candidate / "state.json").exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(candidate, folder)
+            return
+
+
+def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches) -> tuple[int, list]:
+    from safetensors.torch import load_file
+
+    state = json.loads((folder / "state.json").read_text())
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    tensors = load_file(folder / "optimizer.safetensors")
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        pid, name = key.split(".", 1)
+        per_param.setdefault(int(pid), {})[name] = t
+    opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    sched.load_state_dict(state["scheduler"])
+    batches.load(state["data"])
+    return int(state["step"]), state["history"]
+
+
+def load_checkpoint_model(run_dir: str | Path) -> GPT:
+    """The model saved in ``run_dir/checkpoint`` (written by :func:`train`)."""
+    from safetensors.torch import load_file
+
+    folder = Path(run_dir) / "checkpoint"
+    if not (folder / "state.json").exists():
+        raise FileNotFoundError(f"No checkpoint in {folder}: train with out_dir={run_dir!s} first.")
+    state = json.loads((folder / "state.json").read_text())
+    mcfg = dict(state["config"]["model"])
+    model = GPT(GPTConfig(**mcfg))
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------- the loop
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+@torch.no_grad()
+def _val_loss(model, val: torch.Tensor, cfg: TrainConfig, device: str, amp) -> float:
+    model.eval()
+    batches = _Batches(val, cfg.seq_len, seed=0)
+    batches._order = torch.arange(batches.n)  # always the same first windows
+    losses = []
+    for _ in range(min(cfg.eval_batches, max(1, batches.n // cfg.batch_size))):
+        x, y = batches.next(min(cfg.batch_size, batches.n))
+        with amp():
+            _, loss = model(x.to(device), y.to(device))
+        losses.append(float(loss))
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def train(
+    cfg: TrainConfig,
+    train_ids: torch.Tensor,
+    val_ids: torch.Tensor,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    stop_after_steps: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    on_eval: Callable[[list[dict[str, float]]], None] | None = None,
+) -> TrainResult:
+    """Train a model for ``cfg.max_steps`` optimizer steps; see the module docstring.
+
+    ``out_dir``: where ``checkpoint/`` and ``history.json`` go; with ``resume=True`` an
+    existing checkpoint there is continued. ``stop_after_steps``: stop this session after
+    that many steps (as if interrupted; the last checkpoint is written first).
+    ``on_eval(history)`` is called after every validation (e.g. to redraw a plot).
+    """
+    from tqdm.auto import tqdm
+
+    rank, world = _dist_info()
+    distributed = world > 1
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo" if (device or "cpu") == "cpu" else "nccl")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = autocast_dtype(device, cfg.precision)
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+
+    def amp():
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device, dtype=dtype)
+
+    model = build_model(cfg).to(device)
+    opt = _optimizer(model, cfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    batches = _Batches(train_ids, cfg.seq_len, cfg.seed)
+    step, history = 0, []
+    ckpt = Path(out_dir) / "checkpoint" if out_dir is not None else None
+    if ckpt is not None and resume:
+        _recover_checkpoint(ckpt)
+    if ckpt is not None and resume and (ckpt / "state.json").exists():
+        step, history = _load_checkpoint(ckpt, model, opt, sched, batches)
+    resumed_from = step
+
+    fwd = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(model)
+    if cfg.compile:
+        fwd = torch.compile(fwd)
+
+    flops_tok = model.flops_per_token(cfg.seq_len)
+    peak = measure_peak_flops(dtype, device) * world
+    tokens_step = cfg.tokens_per_step(world)
+    last = cfg.max_steps if stop_after_steps is None else min(cfg.max_steps, step + stop_after_steps)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretraining", unit="step", disable=not progress or rank != 0)
+    start = time.perf_counter()
+    train_time, train_tokens = 0.0, 0
+    model.train()
+    while step < last:
+        t0 = time.perf_counter()
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = batches.next(cfg.batch_size * world)
+            x, y = x[rank::world].to(device), y[rank::world].to(device)  # this rank's share
+            sync = (not distributed) or micro == cfg.grad_accum - 1
+            ctx = contextlib.nullcontext() if sync else fwd.no_sync()
+            with ctx:
+                with amp():
+                    _, loss = fwd(x, y)
+                (loss / cfg.grad_accum).backward()
+            step_loss += float(loss.detach()) / cfg.grad_accum
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        _sync(device)
+        dt = time.perf_counter() - t0
+        if step > resumed_from + 1 or cfg.max_steps - resumed_from <= 1 or not cfg.compile:
+            train_time += dt  # the first step of a compiled run is mostly compilation
+            train_tokens += tokens_step
+        tps = train_tokens / train_time if train_time else 0.0
+        row = {
+            "step": step,
+            "tokens": step * tokens_step,
+            "train_loss": step_loss,
+            "lr": sched.get_last_lr()[0],
+            "tokens_per_s": tps,
+            "mfu": tps * flops_tok / peak if peak else 0.0,
+        }
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            row["val_loss"] = _val_loss(model, val_ids, cfg, device, amp)
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{row['mfu']:.0%}")
+        if "val_loss" in row and on_eval is not None and rank == 0:
+            on_eval(history)
+        if ckpt is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step == last):
+            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg)
+    bar.close()
+    wall = time.perf_counter() - start
+    if out_dir is not None and rank == 0:
+        Path(out_dir, "history.json").write_text(json.dumps(history))
+    val = next((r["val_loss"] for r in reversed(history) if "val_loss" in r), float("nan"))
+    if step == cfg.max_steps and "val_loss" not in history[-1]:
+        val = _val_loss(model, val_ids, cfg, device, amp)
+    tps = train_tokens / train_time if train_time else 0.0
+    extra: dict[str, Any] = {"world_size": world}
+    if distributed:
+        import torch.distributed as dist
+
+        digest = _weights_digest(model)
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, digest)
+        extra["rank_weight_digests"] = gathered
+        extra["weights_identical_across_ranks"] = len(set(gathered)) == 1
+        dist.barrier()
+    return TrainResult(
+        model=model,
+        history=history,
+        val_loss=val,
+        tokens_seen=step * tokens_step,
+        tokens_per_s=tps,
+        mfu=tps * flops_tok / peak if peak else 0.0,
+        peak_flops=peak,
+        precision=precision,
+        params=model.num_params(),
+        wall_s=wall,
+        steps=step,
+        resumed_from=resumed_from,
+        extra=extra,
+    )
+
+
+def _weights_digest(model: GPT) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- entry points
+def _text_file_data(path: Path, vocab_size: int):
+    """Documents from a plain text file (separated by blank lines), a tokenizer trained on them."""
+    from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
+
+    if not path.exists():
+        raise FileNotFoundError(f"No such text file: {path}")
+    docs = [d.strip() for d in path.read_text().split("\n\n") if d.strip()]
+    if len(docs) < 2:
+        raise ValueError(f"{path} needs at least two documents separated by blank lines.")
+    val_docs, train_docs = docs[::10], [d for i, d in enumerate(docs) if i % 10]
+    tok = wrap_tokenizer(train_tokenizer(train_docs, vocab_size))
+    return encode_documents(tok, train_docs), encode_documents(tok, val_docs), tok
+
+
+def get_preset(name: str, **overrides: Any) -> TrainConfig:
+    """A copy of preset ``name`` with top-level fields replaced (``max_steps=...``)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.")
+    cfg = PRESETS[name]()
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def run_pretraining(
+    preset: str = "fast",
+    *,
+    out: str | Path | None = None,
+    resume: bool = True,
+    text_file: str | Path | None = None,
+    settings: Settings | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> tuple[TrainResult, Any]:
+    """Train preset ``preset`` on the course corpus (or ``text_file``); ``(result, tokenizer)``.
+
+    This is what ``course pretrain`` runs. Checkpoints go to ``out`` (resumed if present).
+    """
+    settings = settings or get_settings()
+    cfg = get_preset(preset, seed=settings.seed, **overrides)
+    if text_file is not None:
+        train_ids, val_ids, tok = _text_file_data(Path(text_file), cfg.model.vocab_size)
+    else:
+        train_ids, val_ids, tok = load_token_data(settings)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=len(tok)))
+    result = train(cfg, train_ids, val_ids, out_dir=out, resume=resume, progress=progress)
+    result.extra["unigram_baseline"] = unigram_baseline(train_ids, val_ids, len(tok))
+    result.extra["preset"] = preset
+    return result, tok
+
+
+def load_or_build_base_model(settings: Settings | None = None, preset: str | None = None) -> Path:
+    """The course's base model: a transformers folder (``LlamaForCausalLM`` + tokenizer).
+
+    Trained with ``preset`` (default: ``fast`` in fast mode, ``learner`` otherwise) on the
+    course corpus the first time, then cached ("base-model"). Load it with
+    ``AutoModelForCausalLM.from_pretrained(path)``. An interrupted build resumes from
+    its last checkpoint.
+    """
+    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.hf import export_hf
+    from course_utils.tokenizer import TokenizerConfig
+
+    settings = settings or get_settings()
+    preset = preset or ("fast" if settings.fast else "learner")
+    cfg = get_preset(preset, seed=settings.seed)
+    key = {"preset": preset, "train": config_dict(cfg), "tokenizer": config_dict(TokenizerConfig())}
+
+    def build(folder: Path) -> None:
+        result, tok = run_pretraining(preset, out=folder / "run", settings=settings)
+        export_hf(result.model.float().cpu(), folder, tok)
+        (folder / "training.json").write_text(json.dumps({"summary": result.summary(), "history": result.history}))
+        shutil.rmtree(folder / "run", ignore_errors=True)
+
+    return load_or_build("base-model", key, build, settings=settings)

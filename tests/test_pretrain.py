@@ -1,0 +1,155 @@
+"""Pretraining loop, checkpoints, resume, CLI and DDP (course_utils.pretrain, notebook 02)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_utils.pretrain import (
+    PRESETS,
+    _text_file_data,
+    get_preset,
+    measure_peak_flops,
+    run_pretraining,
+    train,
+    unigram_baseline,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _write_text(path: Path, n=600, seed=0) -> Path:
+    rng = random.Random(seed)
+    names = ["Alda", "Borin", "Cela", "Doran", "Elsa", "Fenn", "Garo"]
+    towns = ["Marrow", "Tessel", "Quillby", "Ostrand"]
+    docs = []
+    for _ in range(n):
+        who = rng.choice(names)
+        docs.append(f"{who} was born in {rng.choice(towns)}. {who} walked to {rng.choice(towns)} today.")
+    path.write_text("\n\n".join(docs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    return _write_text(tmp_path_factory.mktemp("text") / "docs.txt")
+
+
+@pytest.fixture(scope="module")
+def data(text_file):
+    return _text_file_data(text_file, 512)
+
+
+def _cfg(data, **kw):
+    cfg = get_preset("tiny", **kw)
+    cfg.model.vocab_size = len(data[2])
+    return cfg
+
+
+def test_presets_are_valid():
+    for name, make in PRESETS.items():
+        cfg = make()
+        assert cfg.max_steps > cfg.warmup_steps, name
+    learner = get_preset("learner")
+    assert learner.tokens_per_step() == learner.batch_size * learner.seq_len
+    with pytest.raises(ValueError, match="Unknown preset"):
+        get_preset("huge")
+
+
+def test_training_beats_the_unigram_baseline(data):
+    train_ids, val_ids, tok = data
+    cfg = _cfg(data, max_steps=60, eval_every=30)
+    result = train(cfg, train_ids, val_ids, progress=False)
+    base = unigram_baseline(train_ids, val_ids, len(tok))
+    assert result.val_loss < base - 0.3, (result.val_loss, base)
+    assert result.tokens_seen == 60 * cfg.tokens_per_step()
+    assert result.tokens_per_s > 0 and 0 < result.mfu < 1.5
+    assert [r["step"] for r in result.history] == list(range(1, 61))
+    lrs = [r["lr"] for r in result.history]
+    assert max(lrs) == pytest.approx(cfg.lr) and lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio)
+
+
+def test_grad_accumulation_matches_a_bigger_batch(data):
+    train_ids, val_ids, _ = data
+    big = train(_cfg(data, batch_size=8, max_steps=3, precision="fp32"), train_ids, val_ids, progress=False)
+    acc = train(_cfg(data, batch_size=4, grad_accum=2, max_steps=3, precision="fp32"), train_ids, val_ids, progress=False)
+    for a, b in zip(big.model.parameters(), acc.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_interrupted_run_resumes_exactly(data, tmp_path):
+    train_ids, val_ids, _ = data
+    cfg = _cfg(data, max_steps=12, checkpoint_every=3)
+    full = train(cfg, train_ids, val_ids, out_dir=tmp_path / "full", progress=False)
+    part = train(cfg, train_ids, val_ids, out_dir=tmp_path / "cut", stop_after_steps=7, progress=False)
+    assert part.steps == 7
+    assert (tmp_path / "cut" / "checkpoint" / "model.safetensors").exists()
+    rest = train(cfg, train_ids, val_ids, out_dir=tmp_path / "cut", progress=False)
+    assert rest.resumed_from == 7 and rest.steps == 12
+    assert rest.val_loss == full.val_loss
+    assert [r["train_loss"] for r in rest.history] == [r["train_loss"] for r in full.history]
+    for a, b in zip(full.model.state_dict().values(), rest.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "course_utils.cli", *args]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_final_loss(text_file, tmp_path):
+    out = tmp_path / "run"
+    args = ["pretrain", "--preset", "tiny", "--text-file", str(text_file), "--steps", "80",
+            "--out", str(out), "--no-progress", "--json"]
+    proc = subprocess.Popen(_cli(*args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    state = out / "checkpoint" / "state.json"
+    deadline = time.time() + 60
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = json.loads(state.read_text())["step"]
+    assert 0 < killed_at < 80
+    done = subprocess.run(_cli(*args, "--resume"), env=_env(), capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert resumed["resumed_from"] >= killed_at and resumed["steps"] == 80
+    # the same run, uninterrupted, in this process
+    reference, _ = run_pretraining("tiny", text_file=text_file, max_steps=80, progress=False)
+    assert resumed["val_loss"] == pytest.approx(reference.val_loss, abs=1e-6)
+    assert (out / "config.json").exists()  # exported as a transformers folder too
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_ranks_identical(text_file, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "course_utils.cli", "pretrain", "--preset", "tiny", "--text-file", str(text_file),
+           "--steps", "4", "--no-progress", "--json"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=REPO, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == 2  # one per rank
+    for r in results:
+        assert r["world_size"] == 2 and r["steps"] == 4
+        assert r["weights_identical_across_ranks"] is True
+        assert len(r["rank_weight_digests"]) == 2
+    # both ranks together consumed twice the tokens of one
+    assert results[0]["tokens_seen"] == 4 * 2 * get_preset("tiny").tokens_per_step()
+
+
+def test_peak_flops_is_measured():
+    assert measure_peak_flops(torch.float32, n=256, repeats=1) > 1e8
