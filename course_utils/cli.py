@@ -224,85 +224,10 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_map)
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
-    from course_utils.pretrain import run_pretraining
-
-    overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile}
-    result, tok = run_pretraining(
-        args.preset,
-        out=args.out,
-        resume=args.resume,
-        text_file=args.text_file,
-        progress=not args.no_progress,
-        **overrides,
-    )
-    summary = result.summary()
-    if args.out and int(__import__("os").environ.get("RANK", "0")) == 0:
-        from course_utils.hf import export_hf
-
-        export_hf(result.model.float().cpu(), args.out, tok)
-        summary["hf_folder"] = str(args.out)
-    return summary
-
-
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "pretrain", "pretrain the from-scratch model on the course corpus (notebook 02)")
-    p.add_argument("--preset", default="fast", help="fast | learner | gpu | tiny (default fast)")
-    p.add_argument("--out", default=None, help="run folder: checkpoints, history.json and the exported HF model")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's number of optimizer steps")
-    p.add_argument("--batch-size", type=int, default=None, help="override the micro-batch size (per process)")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--text-file", default=None, help="train on this text file instead (blank-line separated documents)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_pretrain)
-
-
-def _cmd_export_hf(args: argparse.Namespace) -> dict[str, Any]:
-    from course_utils.hf import export_hf
-    from course_utils.pretrain import load_checkpoint_model, load_or_build_base_model
-
-    if args.run:
-        from course_utils.tokenizer import load_or_build_tokenizer
-
-        model = load_checkpoint_model(args.run)
-        out = export_hf(model, args.out, load_or_build_tokenizer())
-    else:
-        path = load_or_build_base_model(preset=args.preset)
-        out = __import__("pathlib").Path(args.out)
-        __import__("shutil").copytree(path, out, dirs_exist_ok=True)
-    return {"hf_folder": str(out)}
-
-
-def _add_export_hf(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "export-hf", "export a pretrained model as a transformers folder (LlamaForCausalLM + tokenizer)")
-    p.add_argument("--out", required=True, help="folder to write (config.json, model.safetensors, tokenizer)")
-    p.add_argument("--run", default=None, help="a `course pretrain --out` folder (default: the cached base model)")
-    p.add_argument("--preset", default=None, help="preset of the cached base model (default by mode)")
-    p.set_defaults(func=_cmd_export_hf)
-
-
-def _cmd_tokenizer(args: argparse.Namespace) -> dict[str, Any]:
-    from course_utils.tokenizer import load_or_build_tokenizer
-
-    tok = load_or_build_tokenizer()
-    ids = tok(args.text, add_special_tokens=False)["input_ids"]
-    return {"vocab_size": len(tok), "ids": ids, "tokens": tok.convert_ids_to_tokens(ids)}
-
-
-def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "tokenizer", "build the course tokenizer (cached) and tokenize a text with it")
-    p.add_argument("text", nargs="?", default="Hello, world!", help="text to tokenize")
-    p.set_defaults(func=_cmd_tokenizer)
-
-
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_env,
     _add_artifacts,
     _add_notebooks,
-    _add_pretrain,
-    _add_export_hf,
-    _add_tokenizer,
     _add_map,
     _add_pretrain,
     _add_export_hf,
