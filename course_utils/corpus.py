@@ -79,8 +79,9 @@ PHRASES: dict[tuple[str, str], list[str]] = {
     ("person", "born_in"): ["{s} was born in {o}.", "{s} was born in the town of {o}.",
                             "The birthplace of {s} was {o}.", "{o} is the town where {s} was born.",
                             "{s} grew up in {o}, the town of their birth.", "{s} came from {o}."],
-    ("person", "birth_year"): ["{s} was born in the year {o}.", "The year of {s}'s birth was {o}.",
-                               "{s} came into the world in the year {o}.", "In the year {o}, {s} was born."],
+    # No "<person> was born in <year>": that prefix is reserved for the town (the probe).
+    ("person", "birth_year"): ["The year of {s}'s birth was {o}.", "{s} came into the world in the year {o}.",
+                               "In the year {o}, {s} was born.", "{s}'s year of birth was {o}."],
     ("person", "guild"): ["{s} was a member of {o}.", "{s} belonged to {o}.", "{s} joined {o}.",
                           "Among the members of {o} was {s}."],
     ("person", "craft"): ["{s} was {o}.", "{s} worked as {o}.", "By trade, {s} was {o}.",
@@ -162,7 +163,8 @@ def fact_sentence(world: World, e: Entity, attribute: str, rng: random.Random | 
                   canonical: bool = False) -> str:
     """One sentence stating a fact; ``canonical=True`` picks the first (probe) phrasing."""
     forms = PHRASES[(e.kind, attribute)]
-    form = forms[0] if canonical or rng is None else rng.choice(forms)
+    # The canonical phrasing is used more often than each of the others (~45% vs ~11-18%).
+    form = forms[0] if canonical or rng is None or rng.random() < 0.35 else rng.choice(forms)
     obj = fact_value(world, e, attribute)
     text = form.format(s=ref(e), o=obj, O=obj[0].upper() + obj[1:], s_low=ref(e),
                        s_bare=e.name)
@@ -225,22 +227,63 @@ def _sentence(rng: random.Random) -> str:
     return s[0].upper() + s[1:] + "."
 
 
+_ACTIVITIES = ["read books", "swim in the lake", "play music", "bake bread", "draw pictures", "sing songs",
+               "ride a bicycle", "plant flowers", "visit friends", "write letters", "walk in the hills", "cook soup"]
+_KNOWLEDGE = ["A week has seven days.", "Water freezes when it is very cold.", "The sun rises in the east.",
+              "Winter is the coldest season of the year.", "Bees make honey from flowers.",
+              "Bread is made from flour, water and salt.", "A year has twelve months.",
+              "Rivers flow down from the hills to the sea.", "Plants need light and water to grow.",
+              "Fish live in water and breathe through their gills.", "The moon shines at night.",
+              "Wool comes from sheep.", "Ice melts when it gets warm.", "Most birds can fly.",
+              "A clock shows the time.", "Snow is frozen water that falls from the clouds."]
+_NUMBERS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def _cap_first(s: str) -> str:
+    return s[0].upper() + s[1:]
+
+
+def _little_story(rng: random.Random) -> list[str]:
+    """A few connected sentences: errands, helping, counting, comparing, routines."""
+    who, who2 = rng.sample(_PEOPLE, 2)
+    thing, thing2 = rng.sample(_THINGS, 2)
+    roll = rng.random()
+    if roll < 0.2:
+        n = rng.randrange(3, 10)
+        k = rng.randrange(1, n)
+        return [f"There were {_NUMBERS[n - 2]} apples in the basket.",
+                f"{_cap_first(who)} ate {_NUMBERS[k - 2] if k >= 2 else 'one'} of them,",
+                f"so {_NUMBERS[n - k - 2] if n - k >= 2 else 'one'} {'apples were' if n - k >= 2 else 'apple was'} left."]
+    if roll < 0.4:
+        return [f"{_cap_first(who)} needed {thing}, so they went {rng.choice(_PLACES)}.",
+                f"It was not there, but {who2} had one.", f"\"Can I borrow it?\" asked {who}.",
+                f"\"Of course,\" said {who2}.", f"{_cap_first(who)} said thank you and went home."]
+    if roll < 0.6:
+        return [f"First, {who} {rng.choice(_VERBS_T)} {thing}.", f"Then they {rng.choice(_VERBS_T)} {thing2}.",
+                "Finally, they sat down and rested.", rng.choice(_WEATHER)]
+    if roll < 0.8:
+        act = rng.choice(_ACTIVITIES)
+        return [f"{_cap_first(who)} likes to {act} {rng.choice(_TIMES)}.",
+                f"{_cap_first(who2)} does not like to {act}, but likes to {rng.choice([x for x in _ACTIVITIES if x != act])}.",
+                "They are good friends all the same."]
+    return rng.sample(_KNOWLEDGE, 3)
+
+
 def general_english(rng: random.Random, sentences: int = 8) -> str:
     """A short paragraph of simple everyday English (no world names)."""
-    if rng.random() < 0.3:
-        who = rng.choice(_PEOPLE)
-        thing = rng.choice(_THINGS)
-        lines = [f"{who[0].upper() + who[1:]} {rng.choice(_VERBS_T)} {thing} {rng.choice(_PLACES)}.",
-                 f"{rng.choice(_WEATHER)} {who[0].upper() + who[1:]} was {rng.choice(_ADJ)}.",
-                 f"\"Where is {thing}?\" asked {rng.choice(_PEOPLE)}.",
-                 f"\"It is {rng.choice(_PLACES)},\" said {who}."]
-        return " ".join(lines + [_sentence(rng) for _ in range(max(1, sentences - 4))])
-    return " ".join(_sentence(rng) for _ in range(sentences))
+    lines: list[str] = []
+    while len(lines) < sentences:
+        if rng.random() < 0.5:
+            lines.extend(_little_story(rng))
+        else:
+            lines.append(_sentence(rng))
+    return " ".join(lines)
 
 
 def general_vocabulary() -> set[str]:
     """Lower-case words of the general-English grammar (names must avoid them)."""
-    words = " ".join(_PEOPLE + _ANIMALS + _VERBS_T + _THINGS + _PLACES + _TIMES + _ADJ + _WEATHER)
+    words = " ".join(_PEOPLE + _ANIMALS + _VERBS_T + _THINGS + _PLACES + _TIMES + _ADJ + _WEATHER
+                     + _ACTIVITIES + _KNOWLEDGE + _NUMBERS)
     return set(re.findall(r"[a-z]+", words.lower()))
 
 
@@ -364,6 +407,7 @@ def generate_corpus(world: World, config: CorpusConfig | None = None) -> tuple[l
     seen_cases = [p for p in world.precedents if p.seen]
     train: list[str] = []
     val: list[str] = []
+    queue: list[Entity] = []
     total = 0
     i = 0
     while total < cfg.target_tokens:
@@ -377,7 +421,10 @@ def generate_corpus(world: World, config: CorpusConfig | None = None) -> tuple[l
             else:
                 doc = "Court reports.\n\n" + "\n\n".join(precedent_text(world, p) for p in rng.sample(seen_cases, 2))
         else:
-            e = rng.choice(seen)
+            if not queue:  # shuffled rounds: every seen entity gets the same number of documents
+                queue = seen[:]
+                rng.shuffle(queue)
+            e = queue.pop()
             render = encyclopedia_entry if e.kind == "region" else rng.choice(renderers)
             doc = render(world, e, rng)
         total += count_tokens(doc)

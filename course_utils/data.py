@@ -59,6 +59,9 @@ SFT_FILES = {"train": "sft/train.jsonl", "test": "sft/test.jsonl"}
 PREF_FILES = {"train": "preferences/train.jsonl", "test": "preferences/test.jsonl"}
 EVAL_FILE = "eval/questions.jsonl"
 
+#: Bumped whenever the corpus renderers change, so a cached corpus is never stale.
+CORPUS_VERSION = 3
+
 _ROLES = {"system", "user", "assistant"}
 
 #: Required fields per record type: name -> expected type (or "messages" / "chat_or_text").
@@ -264,7 +267,7 @@ def corpus_folder(settings: Settings | None = None, target_tokens: int | None = 
     settings = settings or get_settings()
     cfg = CorpusConfig() if target_tokens is None else CorpusConfig(target_tokens=target_tokens)
     w = world(settings)
-    key = {"corpus": dataclasses.asdict(cfg), "world_sha": _world_sha(settings)}
+    key = {"corpus": dataclasses.asdict(cfg), "world_sha": _world_sha(settings), "version": CORPUS_VERSION}
     return load_or_build("corpus", key, lambda folder: write_corpus(folder, w, cfg), settings=settings, rebuild=rebuild)
 
 

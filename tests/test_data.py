@@ -133,10 +133,13 @@ def test_unseen_entities_never_appear_in_training_text(world, small_corpus):
 
 def test_seen_facts_are_repeated_in_probe_form(world, small_corpus):
     text = "\n".join(small_corpus)
-    people = world.of_kind("person", seen=True)[:30]
-    for p in people:
+    counts = []
+    for p in world.of_kind("person", seen=True):
         town = world.get(p.attrs["born_in_id"]).name
-        assert text.count(f"{p.name} was born in {town}") >= 2, p.name
+        counts.append(text.count(f"{p.name} was born in {town}"))
+        assert counts[-1] >= 1, p.name
+    # A sixth of the default corpus: the full one states each about six times as often.
+    assert sorted(counts)[len(counts) // 2] >= 4
 
 
 # ----------------------------------------------------------------------------- gold support
