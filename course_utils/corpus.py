@@ -41,8 +41,8 @@ _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 def count_tokens(text: str) -> int:
     """A rough GPT-style token count: words and punctuation marks (``\\w+|[^\\w\\s]``).
 
-    A trained BPE tokenizer with a small vocabulary splits the invented names into
-    several pieces, so its count is usually 10-40% higher; notebook 01 measures it.
+    On the default corpus a 4096-entry BPE trained on it counts about the same (~3.5M):
+    it splits the invented names but not the common words. Notebook 01 measures it.
     """
     return len(_TOKEN_RE.findall(text))
 

@@ -271,3 +271,21 @@ def test_cli_data_stats_json(capsys):
     assert result["sft"]["train"]["count"] >= 3000
     assert result["eval"]["count"] >= 300 and result["documents"]["total"] >= 590
     assert get_settings().data_dir.exists()
+
+
+def test_default_corpus_is_built_cached_and_split():
+    train = data.load_corpus("train", target_tokens=50_000)
+    val = data.load_corpus("validation", target_tokens=50_000)
+    assert len(train) > 50 * len(val) / 2 and len(val) >= 2
+    assert all(isinstance(d, str) and d for d in train)
+    assert data.load_corpus("train", target_tokens=50_000) == train  # from the cache, identical
+
+
+def test_importing_the_data_modules_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, course_utils.data, course_utils.world, course_utils.corpus, course_utils.documents, "
+            "course_utils.supervised; print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
