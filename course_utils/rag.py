@@ -1,0 +1,444 @@
+"""Retrieval: FAISS indexes (flat, IVF, HNSW), BM25, hybrid fusion, retrieval metrics, the course index.
+
+Taught in notebook 08 (RAG with FAISS and LangChain); notebook 07 uses
+:func:`evaluate_retrieval` to measure what cleansing and chunk size do to retrieval,
+and notebooks 09-11 load the course index with :func:`load_or_build_index`. The
+LangChain chain and answer generation live in :mod:`course_utils.rag_chain`.
+
+- Dense: the chunks are embedded with :mod:`course_utils.embed` (unit vectors), so the
+  inner product is the cosine similarity; :func:`make_faiss_index` builds an exact
+  ``IndexFlatIP``, an ``IndexIVFFlat`` (k-means cells, search ``nprobe`` of them) or an
+  ``IndexHNSWFlat`` (a navigable small-world graph); :func:`compare_faiss` measures
+  recall against flat, build time, latency and memory.
+- Lexical: BM25 (``rank_bm25.BM25Okapi``) over lower-cased word tokens.
+- Hybrid: reciprocal-rank fusion (:func:`reciprocal_rank_fusion`) of the two rankings.
+- Metrics: recall@k of the gold documents and mean reciprocal rank
+  (:func:`retrieval_metrics`), on document ids (a chunk counts for its document, and a
+  removed duplicate counts as the copy that was kept).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from course_utils.prep import Chunk, PrepConfig, PrepResult, prepare
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "IndexConfig",
+    "RagIndex",
+    "build_index",
+    "compare_faiss",
+    "evaluate_retrieval",
+    "faiss_search",
+    "index_bytes",
+    "load_or_build_index",
+    "make_faiss_index",
+    "reciprocal_rank_fusion",
+    "retrieval_metrics",
+    "tokenize_bm25",
+]
+
+METHODS = ("dense", "bm25", "hybrid")
+
+
+# ----------------------------------------------------------------------------- FAISS
+
+def make_faiss_index(vectors: np.ndarray, kind: str = "flat", *, nlist: int | None = None, nprobe: int = 8,
+                     hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 64, seed: int = 0):
+    """A FAISS inner-product index over ``vectors`` (float32, unit length), filled.
+
+    ``kind``: ``"flat"`` (exact, compares the query with every vector), ``"ivf"``
+    (k-means into ``nlist`` cells, default ~4·sqrt(n); a query visits ``nprobe`` cells)
+    or ``"hnsw"`` (a graph with ``hnsw_m`` links per node; ``ef_search`` candidates kept
+    while walking it). IVF needs at least ``nlist`` vectors to train its cells.
+    """
+    import faiss
+    import numpy as np
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"Expected a non-empty (n, dim) array of vectors, got shape {x.shape}.")
+    n, dim = x.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        nlist = nlist or max(1, min(n // 39, int(4 * n ** 0.5)))  # FAISS wants >= 39 points per cell
+        if n < nlist:
+            raise ValueError(f"IVF with nlist={nlist} needs at least {nlist} vectors to train, got {n}.")
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.cp.min_points_per_centroid = 1  # small course index: no warning spam
+        index.train(x)
+        index.nprobe = min(nprobe, nlist)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+    else:
+        raise ValueError(f"Unknown index kind {kind!r}: use 'flat', 'ivf' or 'hnsw'.")
+    index.add(x)
+    return index
+
+
+def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, ids)`` of the ``k`` nearest vectors for each query, shape ``(nq, k)``; id -1 = none."""
+    import numpy as np
+
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    return index.search(q, min(k, index.ntotal))
+
+
+def index_bytes(index) -> int:
+    """Size of ``index`` serialised (what it takes on disk and, roughly, in memory)."""
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)
+
+
+def compare_faiss(vectors: np.ndarray, queries: np.ndarray, k: int = 10, specs: dict[str, dict] | None = None,
+                  repeats: int = 3) -> list[dict[str, Any]]:
+    """Build each index of ``specs`` (name -> :func:`make_faiss_index` kwargs) and measure it.
+
+    Rows: ``index``, ``build_s``, ``latency_ms`` (per query, one query at a time, best of
+    ``repeats``), ``memory_mb``, ``recall@k`` (share of the flat index's top ``k`` that
+    the index also returns).
+    """
+    import numpy as np
+
+    specs = specs or {"flat": {"kind": "flat"}, "ivf": {"kind": "ivf"}, "hnsw": {"kind": "hnsw"}}
+    rows, truth = [], None
+    names = sorted(specs, key=lambda s: specs[s].get("kind") != "flat")  # flat first: the reference
+    for name in names:
+        t0 = time.perf_counter()
+        index = make_faiss_index(vectors, **specs[name])
+        build = time.perf_counter() - t0
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            ids = np.stack([faiss_search(index, q[None, :], k)[1][0] for q in queries])
+            best = min(best, (time.perf_counter() - t0) / len(queries))
+        if truth is None:
+            if specs[name].get("kind") != "flat":
+                raise ValueError("compare_faiss needs a flat index in specs as the reference.")
+            truth = ids
+        recall = float(np.mean([len(set(a) & set(b)) / len(set(b)) for a, b in zip(ids, truth)]))
+        rows.append({"index": name, "build_s": round(build, 4), "latency_ms": round(best * 1000, 4),
+                     "memory_mb": round(index_bytes(index) / 2**20, 3), f"recall@{k}": round(recall, 4)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- BM25 and fusion
+
+def tokenize_bm25(text: str) -> list[str]:
+    """Lower-cased word tokens (what BM25 matches on)."""
+    return re.findall(r"\w+", text.lower())
+
+
+def reciprocal_rank_fusion(rankings: list[list[str]], k: int = 60) -> list[tuple[str, float]]:
+    """Fuse ranked lists of ids: ``score(id) = Σ 1 / (k + rank)`` (rank from 1), best first.
+
+    Cormack et al. (2009): needs no score calibration between the retrievers, only ranks;
+    ``k`` damps the weight of the very first places.
+    """
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+# ----------------------------------------------------------------------------- the index
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the course index is built; its hash is the artifact's cache key."""
+
+    prep: PrepConfig = field(default_factory=PrepConfig)  # data preparation (notebook 07)
+    embedder: str = "all-MiniLM-L6-v2"  # sentence-transformers model (packaged default offline)
+    kind: str = "flat"  # FAISS index: flat | ivf | hnsw
+    nlist: int | None = None  # IVF cells (None: about 4·sqrt(n))
+    nprobe: int = 8  # IVF cells visited per query
+    hnsw_m: int = 32  # HNSW links per node
+    ef_search: int = 64  # HNSW candidates kept while searching
+    folder: str | None = None  # folder of documents (None: the course's document store)
+
+
+class RagIndex:
+    """Chunks, their vectors, a FAISS index over them and a BM25 index: search three ways.
+
+    Hits are dicts ``{id, doc_id, source, score, rank, text}``; ``id`` is the chunk id
+    (``<doc id>#<position>``) that answers cite.
+    """
+
+    def __init__(self, chunks: list[Chunk], vectors: np.ndarray, config: IndexConfig | None = None,
+                 duplicates: dict[str, str] | None = None, embedder=None):
+        self.config = config or IndexConfig()
+        self.chunks = list(chunks)
+        self.vectors = vectors
+        self.duplicates = dict(duplicates or {})
+        self._embedder = embedder
+        self.index = make_faiss_index(vectors, self.config.kind, nlist=self.config.nlist, nprobe=self.config.nprobe,
+                                      hnsw_m=self.config.hnsw_m, ef_search=self.config.ef_search)
+        self._bm25 = None
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __repr__(self) -> str:
+        docs = len({c.doc_id for c in self.chunks})
+        return f"RagIndex({len(self)} chunks from {docs} documents, {self.config.kind}, {self.config.embedder})"
+
+    @property
+    def embedder(self):
+        """The sentence-transformers model (loaded on first use)."""
+        if self._embedder is None:
+            from course_utils.embed import load_embedder
+
+            self._embedder = load_embedder(self.config.embedder)
+        return self._embedder
+
+    @property
+    def bm25(self):
+        if self._bm25 is None:
+            from rank_bm25 import BM25Okapi
+
+            self._bm25 = BM25Okapi([tokenize_bm25(c.text) for c in self.chunks])
+        return self._bm25
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        from course_utils.embed import embed
+
+        return embed(list(queries), self.embedder, progress=False)
+
+    def _hit(self, i: int, score: float, rank: int) -> dict[str, Any]:
+        c = self.chunks[i]
+        return {"id": c.id, "doc_id": c.doc_id, "source": c.source, "score": round(float(score), 6),
+                "rank": rank, "text": c.text}
+
+    def search_dense(self, queries: list[str], k: int = 5, vectors: np.ndarray | None = None) -> list[list[dict]]:
+        """Nearest chunks by cosine similarity, for each query."""
+        q = self.embed_queries(queries) if vectors is None else vectors
+        scores, ids = faiss_search(self.index, q, k)
+        return [[self._hit(int(i), s, r) for r, (i, s) in enumerate(zip(row_i, row_s), 1) if i >= 0]
+                for row_i, row_s in zip(ids, scores)]
+
+    def search_bm25(self, queries: list[str], k: int = 5) -> list[list[dict]]:
+        """Best chunks by BM25 score, for each query."""
+        import numpy as np
+
+        out = []
+        for q in queries:
+            scores = self.bm25.get_scores(tokenize_bm25(q))
+            top = np.argsort(-scores, kind="stable")[:k]
+            out.append([self._hit(int(i), scores[i], r) for r, i in enumerate(top, 1)])
+        return out
+
+    def search_hybrid(self, queries: list[str], k: int = 5, depth: int = 50, rrf_k: int = 60,
+                      vectors: np.ndarray | None = None) -> list[list[dict]]:
+        """Reciprocal-rank fusion of the dense and BM25 top ``depth`` (score = fused RRF score)."""
+        dense = self.search_dense(queries, depth, vectors=vectors)
+        lexical = self.search_bm25(queries, depth)
+        by_id = {c.id: i for i, c in enumerate(self.chunks)}
+        out = []
+        for d, b in zip(dense, lexical):
+            fused = reciprocal_rank_fusion([[h["id"] for h in d], [h["id"] for h in b]], k=rrf_k)[:k]
+            out.append([self._hit(by_id[cid], s, r) for r, (cid, s) in enumerate(fused, 1)])
+        return out
+
+    def search(self, queries: str | list[str], k: int = 5, method: str = "dense", **kw) -> list[list[dict]]:
+        """Search by ``method`` (dense | bm25 | hybrid); a single query string gives one list."""
+        single = isinstance(queries, str)
+        qs = [queries] if single else list(queries)
+        if method == "dense":
+            hits = self.search_dense(qs, k, **kw)
+        elif method == "bm25":
+            hits = self.search_bm25(qs, k)
+        elif method == "hybrid":
+            hits = self.search_hybrid(qs, k, **kw)
+        else:
+            raise ValueError(f"Unknown retrieval method {method!r}: use one of {', '.join(METHODS)}.")
+        return hits[0] if single else hits
+
+    def add(self, chunks: list[Chunk], progress: bool | None = None) -> int:
+        """Embed ``chunks`` and add them to the index (FAISS ``add``; BM25 is rebuilt lazily).
+
+        Chunk ids must be new. Returns the number of chunks in the index afterwards.
+        """
+        import numpy as np
+
+        from course_utils.embed import embed
+
+        known = {c.id for c in self.chunks}
+        clash = [c.id for c in chunks if c.id in known]
+        if clash:
+            raise ValueError(f"{len(clash)} chunk ids are already in the index, e.g. {clash[0]!r}.")
+        vecs = embed([c.text for c in chunks], self.embedder, progress=progress)
+        self.index.add(vecs)
+        self.vectors = np.concatenate([self.vectors, vecs])
+        self.chunks.extend(chunks)
+        self._bm25 = None
+        return len(self.chunks)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``index.faiss``, ``vectors.npy``, ``chunks.jsonl`` and ``meta.json`` (no pickle)."""
+        import faiss
+        import numpy as np
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index, str(folder / "index.faiss"))
+        np.save(folder / "vectors.npy", self.vectors)
+        with open(folder / "chunks.jsonl", "w", encoding="utf-8") as f:
+            for c in self.chunks:
+                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+        meta = {"config": asdict(self.config), "duplicates": self.duplicates, "chunks": len(self.chunks)}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, embedder=None) -> RagIndex:
+        """Load an index written by :meth:`save` (or by ``course rag index``)."""
+        import faiss
+        import numpy as np
+
+        folder = Path(folder).expanduser()
+        if not (folder / "meta.json").exists():
+            raise FileNotFoundError(
+                f"{folder} is not a course index (no meta.json). Build one with `course rag index PATH --out {folder}`.")
+        meta = json.loads((folder / "meta.json").read_text())
+        cfg = dict(meta["config"])
+        cfg["prep"] = PrepConfig(**cfg["prep"])
+        config = IndexConfig(**cfg)
+        chunks = [Chunk.from_dict(json.loads(line)) for line in
+                  (folder / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        self = cls.__new__(cls)
+        self.config, self.chunks, self.duplicates = config, chunks, meta.get("duplicates", {})
+        self.vectors = np.load(folder / "vectors.npy")
+        self.index = faiss.read_index(str(folder / "index.faiss"))
+        self._embedder, self._bm25 = embedder, None
+        return self
+
+
+def build_index(source: PrepResult | str | Path | None = None, config: IndexConfig | None = None, *, embedder=None,
+                progress: bool | None = None) -> RagIndex:
+    """Prepare documents (unless ``source`` is already a :class:`PrepResult`), embed the chunks
+    with a progress bar, and index them."""
+    from course_utils.embed import embed, load_embedder
+
+    config = config or IndexConfig()
+    if isinstance(source, PrepResult):
+        prepared = source
+    else:
+        folder = source if source is not None else config.folder
+        tokenizer = None
+        if config.prep.chunk_by == "tokens":
+            embedder = embedder or load_embedder(config.embedder)
+            tokenizer = embedder.tokenizer
+        prepared = prepare(folder, config.prep, tokenizer=tokenizer)
+    if not prepared.chunks:
+        raise ValueError("Nothing to index: preparation produced no chunks.")
+    embedder = embedder or load_embedder(config.embedder)
+    vectors = embed([c.text for c in prepared.chunks], embedder, progress=progress)
+    return RagIndex(prepared.chunks, vectors, config, prepared.duplicates, embedder=embedder)
+
+
+def load_or_build_index(config: IndexConfig | None = None, settings=None, *, embedder=None,
+                        rebuild: bool = False) -> RagIndex:
+    """The course index (artifact ``rag-index``): loaded from the cache, or built and cached.
+
+    Notebooks 08-11 call this; the key is the hash of ``config`` (and of the data
+    folder's document index, so regenerated data builds a new index).
+    """
+    from course_utils.artifacts import load_or_build
+    from course_utils.settings import get_settings
+
+    settings = settings or get_settings()
+    config = config or IndexConfig()
+    store = Path(config.folder) if config.folder else settings.data_dir / "documents"
+    stamp = ""
+    if (store / "index.jsonl").exists():
+        import hashlib
+
+        stamp = hashlib.sha256((store / "index.jsonl").read_bytes()).hexdigest()[:12]
+    key = {**asdict(config), "store": str(store), "store_index": stamp}
+
+    def build(folder: Path) -> None:
+        build_index(store, config, embedder=embedder).save(folder)
+
+    path = load_or_build("rag-index", key, build, settings=settings, rebuild=rebuild)
+    return RagIndex.load(path, embedder=embedder)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def retrieval_metrics(ranked: list[list[str]], golds: list[list[str]], ks: tuple[int, ...] = (1, 5, 10)
+                      ) -> dict[str, float]:
+    """Mean recall@k (share of a question's gold documents in its top ``k``) and MRR
+    (1 / rank of the first gold document, 0 if none) over questions.
+
+    ``ranked``: each question's retrieved document ids, best first, without repeats.
+    """
+    if len(ranked) != len(golds):
+        raise ValueError(f"{len(ranked)} rankings for {len(golds)} questions.")
+    if not golds:
+        raise ValueError("No questions to score.")
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"recall@{k}"] = sum(len(set(r[:k]) & set(g)) / len(set(g)) for r, g in zip(ranked, golds)) / len(golds)
+    rr = []
+    for r, g in zip(ranked, golds):
+        ranks = [i for i, d in enumerate(r, 1) if d in set(g)]
+        rr.append(1.0 / ranks[0] if ranks else 0.0)
+    out["mrr"] = sum(rr) / len(rr)
+    return out
+
+
+def _doc_ranking(hits: list[dict], duplicates: dict[str, str]) -> list[str]:
+    """Document ids of ``hits`` in order, each once (a removed duplicate's id maps to the kept one)."""
+    seen, out = set(), []
+    for h in hits:
+        d = duplicates.get(h["doc_id"], h["doc_id"])
+        if d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def evaluate_retrieval(index: RagIndex, questions: list[dict], methods: tuple[str, ...] = METHODS,
+                       ks: tuple[int, ...] = (1, 5, 10), depth: int = 50) -> list[dict[str, Any]]:
+    """Recall@k and MRR of each method on ``questions`` (records of ``data.load_eval``), for
+    all questions and for the seen and unseen halves. One row per (method, subset)."""
+    if not questions:
+        raise ValueError("No questions to evaluate.")
+    texts = [q["question"] for q in questions]
+    golds = [[index.duplicates.get(g, g) for g in q["gold_doc_ids"]] for q in questions]
+    k_chunks = max(depth, max(ks) * 3)  # several chunks can come from one document
+    vectors = index.embed_queries(texts) if ("dense" in methods or "hybrid" in methods) else None
+    rows = []
+    for method in methods:
+        kw = {} if method == "bm25" else {"vectors": vectors}
+        if method == "hybrid":
+            kw["depth"] = k_chunks
+        t0 = time.perf_counter()
+        hits = index.search(texts, k_chunks, method=method, **kw)
+        ms = (time.perf_counter() - t0) / len(texts) * 1000
+        ranked = [_doc_ranking(h, index.duplicates) for h in hits]
+        for subset, keep in (("all", None), ("seen", True), ("unseen", False)):
+            sel = [i for i, q in enumerate(questions) if keep is None or q.get("seen") == keep]
+            if not sel:
+                continue
+            m = retrieval_metrics([ranked[i] for i in sel], [golds[i] for i in sel], ks)
+            rows.append({"method": method, "subset": subset, "questions": len(sel),
+                         **{k: round(v, 4) for k, v in m.items()}, "ms_per_query": round(ms, 2)})
+    return rows
