@@ -47,8 +47,10 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "autocast_dtype",
+    "birthplace_probe",
     "build_model",
     "encode_documents",
+    "get_preset",
     "load_checkpoint_model",
     "load_or_build_base_model",
     "load_token_data",
@@ -109,7 +111,7 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     ),
     "learner": lambda: _preset(
         GPTConfig(max_seq_len=256, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
-        batch_size=16, max_steps=900, warmup_steps=50, eval_every=100, eval_batches=8,
+        batch_size=16, max_steps=500, warmup_steps=30, eval_every=100, eval_batches=8,
         checkpoint_every=100, lr=2e-3,
     ),
     "gpu": lambda: _preset(
@@ -213,7 +215,7 @@ def load_token_data(settings: Settings | None = None, tokenizer_config=None):
     from safetensors.torch import load_file, save_file
 
     from course_utils.artifacts import config_dict, load_or_build
-    from course_utils.tokenizer import TokenizerConfig, load_or_build_tokenizer
+    from course_utils.tokenizer import TokenizerConfig, corpus_key, load_or_build_tokenizer
 
     settings = settings or get_settings()
     tokenizer_config = tokenizer_config or TokenizerConfig()
@@ -228,7 +230,8 @@ def load_token_data(settings: Settings | None = None, tokenizer_config=None):
         }
         save_file(tensors, folder / "tokens.safetensors")
 
-    path = load_or_build("tokens", {"tokenizer": config_dict(tokenizer_config)}, build, settings=settings)
+    key = {"tokenizer": config_dict(tokenizer_config), "corpus": corpus_key(settings, tokenizer_config.source)}
+    path = load_or_build("tokens", key, build, settings=settings)
     data = load_file(path / "tokens.safetensors")
     return data["train"], data["validation"], tokenizer
 
@@ -615,12 +618,17 @@ def load_or_build_base_model(settings: Settings | None = None, preset: str | Non
     """
     from course_utils.artifacts import config_dict, load_or_build
     from course_utils.hf import export_hf
-    from course_utils.tokenizer import TokenizerConfig
+    from course_utils.tokenizer import TokenizerConfig, corpus_key
 
     settings = settings or get_settings()
     preset = preset or ("fast" if settings.fast else "learner")
     cfg = get_preset(preset, seed=settings.seed)
-    key = {"preset": preset, "train": config_dict(cfg), "tokenizer": config_dict(TokenizerConfig())}
+    key = {
+        "preset": preset,
+        "train": config_dict(cfg),
+        "tokenizer": config_dict(TokenizerConfig()),
+        "corpus": corpus_key(settings),
+    }
 
     def build(folder: Path) -> None:
         result, tok = run_pretraining(preset, out=folder / "run", settings=settings)
@@ -629,3 +637,53 @@ def load_or_build_base_model(settings: Settings | None = None, preset: str | Non
         shutil.rmtree(folder / "run", ignore_errors=True)
 
     return load_or_build("base-model", key, build, settings=settings)
+
+
+# ---------------------------------------------------------------------- probing what it learned
+@torch.no_grad()
+def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen: bool = True,
+                     limit: int | None = None, max_new_tokens: int = 8) -> dict[str, Any]:
+    """Closed-book probe of facts: complete ``"<person> was born in"`` greedily and check
+    that the continuation names the right town (``"Vessary"`` or ``"the town of Vessary"``).
+
+    ``model`` is our :class:`~course_utils.model.GPT` or a transformers causal LM. Returns
+    the share correct, the share naming *some* town of the world, the share a constant
+    guess of the most common birthplace would get, and a few examples.
+    """
+    from collections import Counter
+
+    from course_utils.data import world as load_world
+
+    w = load_world(settings)
+    facts = [f for f in w.facts(seen=seen) if f.attribute == "born_in"][:limit]
+    towns = {f.value for f in w.facts() if f.attribute == "born_in"}
+    ours = isinstance(model, GPT)
+    model.eval()
+    device = next(model.parameters()).device
+    rows = []
+    for f in facts:
+        name = w.get(f.entity_id).name
+        prompt = f"{name} was born in"
+        ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        x = torch.tensor([ids], device=device)
+        if ours:
+            out = model.generate(x, max_new_tokens, temperature=0)
+        else:
+            out = model.generate(x, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        cont = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+        answer = cont.removeprefix("the town of ").strip()
+        rows.append({"prompt": prompt, "expected": f.value, "completion": cont,
+                     "correct": answer.startswith(f.value),
+                     "names_a_town": any(answer.startswith(t) for t in towns)})
+    n = max(1, len(rows))
+    most_common = Counter(f.value for f in facts).most_common(1)
+    return {
+        "n": len(rows),
+        "share_correct": sum(r["correct"] for r in rows) / n,
+        "share_names_a_town": sum(r["names_a_town"] for r in rows) / n,
+        "constant_guess_share": (most_common[0][1] / n) if most_common else 0.0,
+        "towns": len(towns),
+        "examples": rows[:8],
+        "rows": rows,
+    }

@@ -17,6 +17,7 @@ Every notebook gets it with :func:`load_or_build_tokenizer` (cached artifact).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "PAD",
     "SPECIAL_TOKENS",
     "TokenizerConfig",
+    "corpus_key",
     "load_or_build_tokenizer",
     "train_tokenizer",
     "wrap_tokenizer",
@@ -144,6 +146,16 @@ def wrap_tokenizer(tok):
     return hf
 
 
+def corpus_key(settings: Settings | None = None, source: str | None = None) -> str:
+    """What identifies the training text in artifact keys: the course corpus's own cache
+    key (it changes with the world, the corpus version and its size), or ``source``."""
+    if source is not None:
+        return str(source)
+    from course_utils.data import corpus_folder
+
+    return corpus_folder(settings).name
+
+
 def load_or_build_tokenizer(settings: Settings | None = None, config: TokenizerConfig | None = None):
     """The course tokenizer (``PreTrainedTokenizerFast``), trained on the course corpus's
     training split the first time and cached as an artifact ("tokenizer")."""
@@ -163,5 +175,6 @@ def load_or_build_tokenizer(settings: Settings | None = None, config: TokenizerC
         )
         wrap_tokenizer(tok).save_pretrained(folder)
 
-    path = load_or_build("tokenizer", config, build, settings=settings)
+    key = {"tokenizer": dataclasses.asdict(config), "corpus": corpus_key(settings, config.source)}
+    path = load_or_build("tokenizer", key, build, settings=settings)
     return AutoTokenizer.from_pretrained(path)
