@@ -224,6 +224,72 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_map)
 
 
+def _cmd_rag(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from course_utils.rag import IndexConfig, RagIndex, build_index
+
+    if args.action == "index":
+        from course_utils.prep import PrepConfig
+
+        prep = PrepConfig(chunk_by=args.chunk_by, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+        config = IndexConfig(prep=prep, embedder=args.embedder, kind=args.kind,
+                             folder=str(Path(args.path).resolve()) if args.path else None)
+        index = build_index(args.path, config)
+        out = index.save(args.out)
+        return {"index": str(out), "chunks": len(index), "documents": len({c.doc_id for c in index.chunks}),
+                "duplicates_removed": len(index.duplicates), "kind": args.kind, "embedder": args.embedder}
+    from course_utils.rag_chain import ask, load_llm
+
+    index = RagIndex.load(args.index)
+    llm = None
+    if not args.no_generate:
+        if args.model:
+            model_dir = args.model
+        else:
+            from course_utils.sft import load_or_build_sft_model
+
+            model_dir = load_or_build_sft_model()
+        llm = load_llm(model_dir, max_new_tokens=args.max_new_tokens)
+    result = ask(args.question, index, llm, k=args.k, method=args.method, max_new_tokens=args.max_new_tokens)
+    if not args.json:
+        print(f"answer: {result['answer']}" if llm is not None else "retrieval only (--no-generate)")
+        print(f"cited: {', '.join(result['cited_ids']) or '-'}")
+        for h in result["retrieved"]:
+            print(f"  {h['rank']}. {h['id']:<24} {h['score']:.4f}  {h['source']}\n     {h['text'][:110]}")
+        print(f"timings (s): {result['timings']}")
+        result["_quiet"] = True
+    return result
+
+
+def _add_rag(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "rag", "retrieval-augmented generation: index a folder of documents, ask questions (notebook 08)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    i = actions.add_parser("index", help="prepare (cleanse, deduplicate, chunk), embed and index a folder of "
+                                         "HTML/Markdown/text files")
+    i.add_argument("path", nargs="?", default=None, help="folder of .html/.md/.txt files (default: the course's "
+                                                         "document store)")
+    i.add_argument("--out", required=True, help="folder to write the index to")
+    i.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="FAISS index type (default flat)")
+    i.add_argument("--embedder", default="all-MiniLM-L6-v2",
+                   help="sentence-transformers model id or folder (default: the packaged all-MiniLM-L6-v2)")
+    i.add_argument("--chunk-by", default="chars", choices=["chars", "tokens"], help="chunk size unit")
+    i.add_argument("--chunk-size", type=int, default=600, help="chunk size in characters or tokens (default 600)")
+    i.add_argument("--chunk-overlap", type=int, default=80, help="overlap between chunks (default 80)")
+    a = actions.add_parser("ask", help="answer a question from an index (retrieved chunks, answer, citations)")
+    a.add_argument("question", help="the question, in quotes")
+    a.add_argument("--index", required=True, help="an index folder written by `course rag index`")
+    a.add_argument("--no-generate", action="store_true", help="retrieval only: no model is loaded")
+    a.add_argument("--model", default=None, help="transformers model folder (default: the course SFT model, "
+                                                 "built if not cached)")
+    a.add_argument("--k", type=int, default=3, help="chunks to retrieve (default 3)")
+    a.add_argument("--method", default="hybrid", choices=["dense", "bm25", "hybrid"], help="retrieval method")
+    a.add_argument("--max-new-tokens", type=int, default=48, help="longest answer in tokens")
+    for q in (i, a):
+        q.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
+    p.set_defaults(func=_cmd_rag)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_env,
     _add_artifacts,
@@ -233,6 +299,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_export_hf,
     _add_tokenizer,
     _add_data,
+    _add_rag,
 ]
 
 

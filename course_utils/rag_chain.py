@@ -1,0 +1,291 @@
+"""RAG with LangChain: a FAISS vector store, an LCEL chain over the learner's SFT model, ``ask``.
+
+Taught in notebook 08 (sections "LangChain" and "Closed-book vs RAG"); ``course rag ask``
+calls :func:`ask`. Retrieval itself (FAISS, BM25, hybrid, metrics) is in
+:mod:`course_utils.rag`.
+
+- :func:`hf_embeddings` / :func:`langchain_vectorstore`: langchain-community's ``FAISS``
+  store over ``HuggingFaceEmbeddings`` of the same sentence-transformers model, filled with
+  the vectors already computed (no second encoding), inner product on unit vectors.
+- :func:`load_llm`: the SFT model (a transformers folder) as a langchain-huggingface
+  ``HuggingFacePipeline`` (greedy, stops at the end of the assistant turn).
+- :func:`rag_chain`: ``retriever | prompt | model | parser`` in LCEL; the prompt is the
+  grounded layout the SFT set taught ("Read the passage and answer the question.
+  Passage: ... Question: ..."), filled with as many retrieved passages as fit the
+  model's context; the answer cites the ids of the passages that support it
+  (:func:`cite`: passages containing the answer's words that the question does not have;
+  a small model cannot be trusted to copy ids, so citations are attributed, and checked,
+  after generation).
+- :func:`ask`: one question end to end, with timings; :func:`answer_questions` scores
+  closed-book or RAG answers on evaluation questions (exact match, F1, answer contained).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from course_utils.rag import RagIndex
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+__all__ = [
+    "PROMPT_TEMPLATE",
+    "answer_questions",
+    "ask",
+    "cite",
+    "closed_book_chain",
+    "fit_passages",
+    "hf_embeddings",
+    "langchain_vectorstore",
+    "load_llm",
+    "rag_chain",
+    "score_reply",
+]
+
+#: The grounded-question layout of the SFT set (course_utils/supervised.py), so the SFT
+#: model reads the retrieved passage the way it learned to.
+PROMPT_TEMPLATE = "Read the passage and answer the question.\n\nPassage: {context}\n\nQuestion: {question}"
+END_OF_TURN = "<|end|>"
+
+
+# ----------------------------------------------------------------------------- vector store
+
+def hf_embeddings(name: str | None = None):
+    """LangChain's ``HuggingFaceEmbeddings`` for the course embedder (unit vectors)."""
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    from course_utils.embed import embedder_path
+
+    return HuggingFaceEmbeddings(model_name=embedder_path(name), encode_kwargs={"normalize_embeddings": True})
+
+
+def langchain_vectorstore(index: RagIndex, embeddings=None):
+    """A langchain-community ``FAISS`` store holding ``index``'s chunks and vectors.
+
+    Metadata of each LangChain ``Document``: ``id``, ``doc_id``, ``source``, ``position``
+    and the chunk's other fields; scores are inner products (cosine similarity).
+    """
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+
+    embeddings = embeddings or hf_embeddings(index.config.embedder)
+    pairs = [(c.text, v.tolist()) for c, v in zip(index.chunks, index.vectors)]
+    metas = [{k: v for k, v in c.to_dict().items() if k != "text"} for c in index.chunks]
+    return FAISS.from_embeddings(pairs, embeddings, metadatas=metas, ids=[c.id for c in index.chunks],
+                                 distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
+
+
+# ----------------------------------------------------------------------------- the model
+
+def load_llm(model_dir: str | Path, max_new_tokens: int = 48, batch_size: int = 8):
+    """The model in ``model_dir`` (a transformers causal LM folder with a chat template) as a
+    LangChain ``HuggingFacePipeline``: greedy decoding, only the new text returned, stopping
+    at ``<|end|>``. ``llm.pipeline.tokenizer`` is its tokenizer."""
+    import torch
+    from langchain_huggingface import HuggingFacePipeline
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    path = Path(model_dir).expanduser()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not a transformers model folder (no config.json).")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"  # batched generation: every prompt ends where generation starts
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    end_ids = [i for i in (tok.convert_tokens_to_ids(END_OF_TURN), tok.eos_token_id)
+               if i is not None and i != tok.unk_token_id]
+    model.generation_config.eos_token_id = end_ids
+    model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else end_ids[-1]
+    pipe = pipeline("text-generation", model=model, tokenizer=tok, max_new_tokens=max_new_tokens,
+                    do_sample=False, return_full_text=False, batch_size=batch_size)
+    return HuggingFacePipeline(pipeline=pipe, batch_size=batch_size)
+
+
+def _context_length(llm) -> int:
+    cfg = llm.pipeline.model.config
+    return int(getattr(cfg, "max_position_embeddings", None) or 2048)
+
+
+def _chat_text(llm, user: str) -> str:
+    """``user`` wrapped in the model's chat template, ready for the assistant's reply."""
+    tok = llm.pipeline.tokenizer
+    return tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+
+
+def _clean_reply(text: str) -> str:
+    return text.split(END_OF_TURN)[0].replace("<|endoftext|>", "").strip()
+
+
+def fit_passages(passages: list[str], question: str, tokenizer, context: int, max_new_tokens: int = 48) -> list[str]:
+    """The first passages (in rank order) whose prompt still fits ``context`` tokens with room
+    for ``max_new_tokens``; the best passage alone is cut at a sentence or word if even it is too long."""
+    def n_tokens(ps: list[str]) -> int:
+        text = PROMPT_TEMPLATE.format(context=" ".join(ps), question=question)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 8  # + chat markers
+
+    budget = context - max_new_tokens
+    kept: list[str] = []
+    for p in passages:
+        if n_tokens(kept + [p]) <= budget:
+            kept.append(p)
+        else:
+            break
+    if not kept and passages:
+        words = passages[0].split()
+        while words and n_tokens([" ".join(words)]) > budget:
+            words = words[: int(len(words) * 0.85)]
+        kept = [" ".join(words)] if words else []
+    return kept
+
+
+# ----------------------------------------------------------------------------- citations and scores
+
+_WORD = re.compile(r"\w+")
+_STOP = {"the", "a", "an", "of", "in", "on", "was", "is", "and", "to", "by", "at", "it", "its", "who", "which",
+         "what", "when", "where", "did", "does", "how", "many", "year", "passage", "not", "say"}
+
+
+def cite(answer: str, question: str, passages: list[dict[str, Any]]) -> list[str]:
+    """Ids of the passages that support ``answer``: those containing every word of the answer
+    that the question does not already contain (stop words aside). Empty when no passage does
+    (for example an answer the model made up, or "The passage does not say ...")."""
+    q = {w.lower() for w in _WORD.findall(question)}
+    key = [w.lower() for w in _WORD.findall(answer) if w.lower() not in q and w.lower() not in _STOP]
+    if not key:
+        return []
+    out = []
+    for p in passages:
+        words = {w.lower() for w in _WORD.findall(p["text"])}
+        if all(k in words for k in key):
+            out.append(p["id"])
+    return out
+
+
+def score_reply(reply: str, golds: list[str]) -> dict[str, float]:
+    """``em`` and ``f1`` (SQuAD-style, best over the gold answer and its aliases) and
+    ``contains`` (a gold answer appears in the reply as whole words: the fair measure for a
+    model that answers in a sentence)."""
+    from course_utils.metrics import best_over_golds, exact_match, token_f1
+
+    norm = " " + " ".join(_WORD.findall(reply.lower())) + " "
+    contains = any(" " + " ".join(_WORD.findall(g.lower())) + " " in norm for g in golds)
+    return {"em": best_over_golds(exact_match, reply, golds), "f1": best_over_golds(token_f1, reply, golds),
+            "contains": float(contains)}
+
+
+# ----------------------------------------------------------------------------- chains
+
+def rag_chain(retriever: Runnable, llm, *, max_new_tokens: int = 48) -> Runnable:
+    """The LCEL chain ``retriever | prompt | model | parser``, with citations.
+
+    ``retriever`` maps a question to LangChain ``Document``s (metadata with ``id``);
+    ``llm`` is :func:`load_llm`'s pipeline. The chain takes a question string and returns
+    ``{"question", "docs", "answer", "cited_ids"}``.
+    """
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import PromptTemplate
+    from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
+
+    prompt = PromptTemplate.from_template(PROMPT_TEMPLATE)
+    tok, ctx = llm.pipeline.tokenizer, _context_length(llm)
+
+    def context_of(x: dict) -> dict:
+        passages = fit_passages([d.page_content for d in x["docs"]], x["question"], tok, ctx, max_new_tokens)
+        return {"context": " ".join(passages), "question": x["question"]}
+
+    to_chat = RunnableLambda(lambda p: _chat_text(llm, p.to_string()))
+    answer = RunnableLambda(context_of) | prompt | to_chat | llm | StrOutputParser() | RunnableLambda(_clean_reply)
+
+    def with_citations(x: dict) -> dict:
+        passages = [{"id": d.metadata.get("id"), "text": d.page_content} for d in x["docs"]]
+        return {**x, "cited_ids": cite(x["answer"], x["question"], passages)}
+
+    return (RunnableParallel(docs=retriever, question=RunnablePassthrough()).assign(answer=answer)
+            | RunnableLambda(with_citations))
+
+
+def closed_book_chain(llm) -> Runnable:
+    """The same model without retrieval: ``question -> chat prompt -> model -> parser``."""
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.runnables import RunnableLambda
+
+    return RunnableLambda(lambda q: _chat_text(llm, q)) | llm | StrOutputParser() | RunnableLambda(_clean_reply)
+
+
+def _index_retriever(index: RagIndex, k: int, method: str) -> Runnable:
+    """A LangChain retriever (a Runnable question -> Documents) over any of ``index``'s methods."""
+    from langchain_core.documents import Document
+    from langchain_core.runnables import RunnableLambda
+
+    def retrieve(question: str) -> list[Document]:
+        return [Document(page_content=h["text"], metadata={k2: v for k2, v in h.items() if k2 != "text"})
+                for h in index.search(question, k, method=method)]
+
+    return RunnableLambda(retrieve)
+
+
+def answer_questions(questions: list[dict], llm, index: RagIndex | None = None, *, k: int = 3,
+                     method: str = "hybrid", max_new_tokens: int = 48, progress: bool = True) -> list[dict]:
+    """Answer evaluation questions closed-book (``index=None``) or with RAG, and score each.
+
+    Rows: ``id``, ``seen``, ``kind``, ``reply``, ``em``, ``f1``, ``contains`` and, with RAG,
+    ``cited_ids`` and ``cited_gold`` (a cited passage comes from a gold document).
+    """
+    from tqdm.auto import tqdm
+
+    if index is None:
+        chain = closed_book_chain(llm)
+    else:
+        chain = rag_chain(_index_retriever(index, k, method), llm, max_new_tokens=max_new_tokens)
+    rows = []
+    step = max(1, llm.batch_size)
+    bar = tqdm(total=len(questions), desc="RAG" if index is not None else "closed-book", unit="q",
+               disable=not progress)
+    for start in range(0, len(questions), step):
+        batch = questions[start:start + step]
+        outs = chain.batch([q["question"] for q in batch])
+        for q, out in zip(batch, outs):
+            reply = out if isinstance(out, str) else out["answer"]
+            row = {"id": q["id"], "seen": q.get("seen"), "kind": q.get("kind"), "reply": reply,
+                   **score_reply(reply, [q["answer"], *q.get("aliases", [])])}
+            if index is not None:
+                golds = {index.duplicates.get(g, g) for g in q.get("gold_doc_ids", [])}
+                row["cited_ids"] = out["cited_ids"]
+                row["cited_gold"] = float(any(c.split("#")[0] in golds for c in out["cited_ids"]))
+            rows.append(row)
+        bar.update(len(batch))
+    bar.close()
+    return rows
+
+
+def ask(question: str, index: RagIndex, llm=None, *, k: int = 3, method: str = "hybrid",
+        max_new_tokens: int = 48) -> dict[str, Any]:
+    """Answer one question with RAG (or retrieval alone when ``llm`` is None).
+
+    Returns ``question``, ``answer`` (None without a model), ``cited_ids``, ``retrieved``
+    (``id``, ``doc_id``, ``source``, ``score``, ``rank``, ``text`` per chunk) and
+    ``timings`` in seconds (``load_embedder``, ``retrieve``, ``generate``, ``total`` of the last two).
+    """
+    if not question or not question.strip():
+        raise ValueError("Ask a question: the text is empty.")
+    t_load = time.perf_counter()
+    if method != "bm25":
+        index.embedder  # load the embedding model now, so that "retrieve" times the search alone
+    t0 = time.perf_counter()
+    hits = index.search(question, k, method=method)
+    t1 = time.perf_counter()
+    result: dict[str, Any] = {"question": question, "answer": None, "cited_ids": [], "method": method,
+                              "retrieved": hits}
+    if llm is not None:
+        from langchain_core.documents import Document
+        from langchain_core.runnables import RunnableLambda
+
+        docs = [Document(page_content=h["text"], metadata={"id": h["id"]}) for h in hits]
+        out = rag_chain(RunnableLambda(lambda _q: docs), llm, max_new_tokens=max_new_tokens).invoke(question)
+        result["answer"], result["cited_ids"] = out["answer"], out["cited_ids"]
+    t2 = time.perf_counter()
+    result["timings"] = {"load_embedder": round(t0 - t_load, 4), "retrieve": round(t1 - t0, 4), "generate": round(t2 - t1, 4), "total": round(t2 - t0, 4)}
+    return result

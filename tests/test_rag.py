@@ -1,0 +1,207 @@
+"""Retrieval and RAG (course_utils/rag.py, rag_chain.py, notebook 08; `course rag`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from course_utils import rag
+from course_utils.prep import Chunk
+from course_utils.rag import IndexConfig, RagIndex
+
+FACTS = [
+    ("person-1", "Warath Trernbri was born in Kithka in 1725. Warath Trernbri was a tanner."),
+    ("town-1", "Kithka lies on the river Bemfal. Kithka was founded in 1402."),
+    ("guild-1", "The Brukolore Guild gathers the tanners of Valdmark."),
+    ("article-1", "Article 1 (False measures). Every trader shall sell by the measures kept at the town hall."),
+    ("river-1", "The river Bemfal flows from the Piathstel mountains to the sea."),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from course_utils.embed import load_embedder
+
+    return load_embedder(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def index(embedder):
+    from course_utils.embed import embed
+
+    chunks = [Chunk(id=f"{d}#0", text=t, doc_id=d, source=f"docs/{d}.txt", position=0, meta={"seen": False})
+              for d, t in FACTS]
+    return RagIndex(chunks, embed([c.text for c in chunks], embedder), IndexConfig(), {"person-1-copy": "person-1"},
+                    embedder=embedder)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory):
+    """A randomly initialised tiny Llama with a course-style tokenizer: tests the plumbing, not quality."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from course_utils.rag_chain import load_llm
+    from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-llm")
+    tok = wrap_tokenizer(train_tokenizer([t for _, t in FACTS] * 20, 320, min_frequency=1))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out, load_llm(out, max_new_tokens=6, batch_size=2)
+
+
+def test_faiss_kinds_agree_with_flat_and_save_load(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 32)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:50] + 0.05 * rng.normal(size=(50, 32)).astype("float32")
+    rows = rag.compare_faiss(x, q, k=10, specs={"flat": {"kind": "flat"}, "ivf": {"kind": "ivf", "nprobe": 16},
+                                               "hnsw": {"kind": "hnsw", "ef_search": 128}}, repeats=1)
+    by = {r["index"]: r for r in rows}
+    assert by["flat"]["recall@10"] == 1.0
+    assert by["ivf"]["recall@10"] >= 0.8 and by["hnsw"]["recall@10"] >= 0.9
+    assert all(r["memory_mb"] > 0 and r["latency_ms"] > 0 for r in rows)
+    flat = rag.make_faiss_index(x, "flat")
+    scores, ids = rag.faiss_search(flat, x[:3], 1)
+    assert list(ids[:, 0]) == [0, 1, 2] and np.allclose(scores[:, 0], 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown index kind"):
+        rag.make_faiss_index(x, "lsh")
+    with pytest.raises(ValueError, match="needs at least"):
+        rag.make_faiss_index(x[:5], "ivf", nlist=10)
+
+
+def test_reciprocal_rank_fusion():
+    fused = rag.reciprocal_rank_fusion([["a", "b", "c"], ["b", "d"]], k=60)
+    assert fused[0][0] == "b"  # high in both lists beats first in one
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    assert [i for i, _ in fused] == ["b", "a", "d", "c"]
+
+
+def test_retrieval_metrics():
+    m = rag.retrieval_metrics([["x", "g", "y"], ["g1", "z", "g2"], ["n"]], [["g"], ["g1", "g2"], ["g"]], ks=(1, 3))
+    assert m["recall@1"] == pytest.approx((0 + 0.5 + 0) / 3)
+    assert m["recall@3"] == pytest.approx((1 + 1 + 0) / 3)
+    assert m["mrr"] == pytest.approx((0.5 + 1 + 0) / 3)
+    with pytest.raises(ValueError):
+        rag.retrieval_metrics([["a"]], [])
+
+
+def test_dense_bm25_hybrid_find_the_right_passage(index):
+    for method in rag.METHODS:
+        hits = index.search("Where was Warath Trernbri born?", 3, method=method)
+        assert hits[0]["id"] == "person-1#0", method
+        assert {"id", "doc_id", "source", "score", "rank", "text"} <= set(hits[0])
+    assert index.search(["Which river does Kithka lie on?"], 1, method="bm25")[0][0]["doc_id"] == "town-1"
+    with pytest.raises(ValueError, match="Unknown retrieval method"):
+        index.search("x", 1, method="magic")
+
+
+def test_evaluate_retrieval_counts_duplicates_as_their_original(index):
+    qs = [{"question": "Where was Warath Trernbri born?", "gold_doc_ids": ["person-1-copy"], "seen": False},
+          {"question": "What must every trader sell by?", "gold_doc_ids": ["article-1"], "seen": True}]
+    rows = rag.evaluate_retrieval(index, qs, ks=(1, 3))
+    by = {(r["method"], r["subset"]): r for r in rows}
+    assert by[("dense", "all")]["recall@3"] == 1.0 and by[("hybrid", "unseen")]["questions"] == 1
+
+
+def test_add_save_load_roundtrip(index, embedder, tmp_path):
+    import copy
+
+    idx = copy.copy(index)
+    idx.chunks, idx.vectors = list(index.chunks), index.vectors.copy()
+    idx.index = rag.make_faiss_index(idx.vectors, "flat")
+    idx._bm25 = None
+    new = Chunk(id="festival-1#0", text="The Grangebae Festival takes place in Mestomgo.", doc_id="festival-1",
+                source="docs/festival-1.md", position=0)
+    assert idx.add([new]) == len(FACTS) + 1
+    assert idx.search("Where does the Grangebae Festival take place?", 1)[0]["id"] == "festival-1#0"
+    with pytest.raises(ValueError, match="already in the index"):
+        idx.add([new])
+    idx.save(tmp_path / "idx")
+    back = RagIndex.load(tmp_path / "idx", embedder=embedder)
+    assert len(back) == len(idx) and back.duplicates == idx.duplicates
+    assert back.search("Grangebae Festival", 1, method="hybrid")[0]["id"] == "festival-1#0"
+    with pytest.raises(FileNotFoundError, match="course rag index"):
+        RagIndex.load(tmp_path / "nothing")
+
+
+def test_langchain_vectorstore_matches_faiss(index):
+    from course_utils.rag_chain import langchain_vectorstore
+
+    store = langchain_vectorstore(index)
+    docs = store.similarity_search_with_score("Which river does Kithka lie on?", k=2)
+    ours = index.search("Which river does Kithka lie on?", 2)
+    assert [d.metadata["id"] for d, _ in docs] == [h["id"] for h in ours]
+    assert docs[0][1] == pytest.approx(ours[0]["score"], abs=1e-4)
+
+
+def test_cite_and_score_reply():
+    from course_utils.rag_chain import cite, score_reply
+
+    passages = [{"id": "p#0", "text": "Kithka lies on the river Bemfal."}, {"id": "q#0", "text": "Mills grind corn."}]
+    assert cite("Kithka lies on the Bemfal.", "Which river does Kithka lie on?", passages) == ["p#0"]
+    assert cite("It lies on the Ebro.", "Which river does Kithka lie on?", passages) == []
+    s = score_reply("Kithka lies on the Bemfal.", ["Bemfal", "the Bemfal"])
+    assert s == {"em": 0.0, "f1": pytest.approx(2 * 0.25 / 1.25), "contains": 1.0}
+    assert score_reply("The Bemfal", ["Bemfal"])["em"] == 1.0
+
+
+def test_fit_passages_respects_the_context(tiny_llm):
+    from course_utils.rag_chain import fit_passages
+
+    _, llm = tiny_llm
+    tok = llm.pipeline.tokenizer
+    long = " ".join(t for _, t in FACTS) * 3
+    kept = fit_passages([FACTS[0][1], long], "Where was he born?", tok, context=128, max_new_tokens=20)
+    assert kept == [FACTS[0][1]]
+    cut = fit_passages([long * 3], "Where was he born?", tok, context=128, max_new_tokens=20)
+    assert len(cut) == 1 and len(cut[0]) < len(long * 3)
+
+
+def test_chain_ask_and_answer_questions_run_with_a_tiny_model(index, tiny_llm):
+    from course_utils.rag_chain import answer_questions, ask
+
+    _, llm = tiny_llm
+    out = ask("Where was Warath Trernbri born?", index, llm, k=2)
+    assert isinstance(out["answer"], str) and isinstance(out["cited_ids"], list)
+    assert out["retrieved"][0]["id"] == "person-1#0" and out["timings"]["total"] >= out["timings"]["retrieve"]
+    alone = ask("Where was Warath Trernbri born?", index, None, k=2, method="bm25")
+    assert alone["answer"] is None and len(alone["retrieved"]) == 2
+    with pytest.raises(ValueError, match="empty"):
+        ask("  ", index)
+    qs = [{"id": "q1", "question": "Where was Warath Trernbri born?", "answer": "Kithka", "aliases": [],
+           "gold_doc_ids": ["person-1"], "seen": False, "kind": "fact:born_in"}] * 3
+    rows = answer_questions(qs, llm, index, k=2, progress=False)
+    closed = answer_questions(qs, llm, None, progress=False)
+    assert len(rows) == len(closed) == 3 and {"em", "f1", "contains", "cited_ids"} <= set(rows[0])
+
+
+def test_cli_rag_index_and_ask(tmp_path, capsys, tiny_llm):
+    from course_utils.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for d, t in FACTS:
+        (docs / f"{d}.md").write_text(f"# {d}\n\n{t}\n")
+    (docs / "broken.txt").write_bytes(b"\xff\xfe\x00")
+    assert main(["rag", "index", str(docs), "--out", str(tmp_path / "idx"), "--json"]) == 0
+    built = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert built["chunks"] == len(FACTS)
+    code = main(["rag", "ask", "Which river does Kithka lie on?", "--index", str(tmp_path / "idx"), "--json",
+                 "--no-generate", "--k", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["answer"] is None
+    assert result["retrieved"][0]["id"] == "town-1.md#0" and result["retrieved"][0]["source"].endswith("town-1.md")
+    model_dir, _ = tiny_llm
+    assert main(["rag", "ask", "Which river does Kithka lie on?", "--index", str(tmp_path / "idx"), "--json",
+                 "--model", str(model_dir), "--max-new-tokens", "4"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert isinstance(result["answer"], str) and "timings" in result
+    assert main(["rag", "ask", "q", "--index", str(tmp_path / "nope"), "--json", "--no-generate"]) == 2
