@@ -608,13 +608,15 @@ def run_pretraining(
     return result, tok
 
 
-def load_or_build_base_model(settings: Settings | None = None, preset: str | None = None) -> Path:
+def load_or_build_base_model(settings: Settings | None = None, preset: str | None = None, *,
+                             rebuild: bool = False) -> Path:
     """The course's base model: a transformers folder (``LlamaForCausalLM`` + tokenizer).
 
     Trained with ``preset`` (default: ``fast`` in fast mode, ``learner`` otherwise) on the
     course corpus the first time, then cached ("base-model"). Load it with
     ``AutoModelForCausalLM.from_pretrained(path)``. An interrupted build resumes from
-    its last checkpoint.
+    its last checkpoint. ``training.json`` in the folder holds the run's figures and
+    loss history; ``rebuild=True`` trains again.
     """
     from course_utils.artifacts import config_dict, load_or_build
     from course_utils.hf import export_hf
@@ -636,7 +638,7 @@ def load_or_build_base_model(settings: Settings | None = None, preset: str | Non
         (folder / "training.json").write_text(json.dumps({"summary": result.summary(), "history": result.history}))
         shutil.rmtree(folder / "run", ignore_errors=True)
 
-    return load_or_build("base-model", key, build, settings=settings)
+    return load_or_build("base-model", key, build, settings=settings, rebuild=rebuild)
 
 
 # ---------------------------------------------------------------------- probing what it learned
