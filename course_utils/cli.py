@@ -290,6 +290,43 @@ def _add_rag(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_rag)
 
 
+def _cmd_dpo(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.dpo import run_dpo
+
+    return run_dpo(sft_model=args.sft_model, pairs=args.pairs, eval_limit=args.eval_limit,
+                   progress=not args.no_progress)
+
+
+def _add_dpo(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "dpo", "align the SFT model with DPO (LoRA, trl) and compare it with the SFT model (notebook 06)")
+    p.add_argument("--sft-model", default=None, help="transformers folder or hub id to align (default: the course "
+                                                     "SFT model, built if not cached)")
+    p.add_argument("--pairs", type=int, default=None, help="held-out preference pairs to score (default 40 fast, 300)")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluation questions to answer (default 24 fast, 170)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_dpo)
+
+
+def _cmd_reward_model(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.reward import run_reward_model
+
+    return run_reward_model(base_model=args.base_model, pairs=args.pairs, with_win_rate=args.win_rate,
+                            prompts=args.prompts, progress=not args.no_progress)
+
+
+def _add_reward_model(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "reward-model", "train the reward model on preference pairs; held-out accuracy per flaw "
+                                      "(notebook 06)")
+    p.add_argument("--base-model", default=None, help="transformers folder or hub id under the scalar head "
+                                                      "(default: the course SFT model)")
+    p.add_argument("--pairs", type=int, default=None, help="score only the first N held-out pairs (default all 300)")
+    p.add_argument("--win-rate", action="store_true", help="also the win rate of DPO answers over SFT answers "
+                                                           "(builds the DPO model if needed)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts for the win rate (default 16 fast, 100)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_reward_model)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_env,
     _add_artifacts,
@@ -300,6 +337,8 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenizer,
     _add_data,
     _add_rag,
+    _add_dpo,
+    _add_reward_model,
 ]
 
 
