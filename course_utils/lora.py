@@ -1,0 +1,348 @@
+"""LoRA: low-rank adapters, written from scratch, checked against peft, then used with peft.
+
+Taught in notebook 05 (sections "LoRA from scratch" to "Teaching new facts"), run from
+the command line by ``course lora``; notebook 08 loads the unseen-facts adapter
+(artifact ``"lora-facts"``, :func:`load_or_build_lora_facts`) to compare fine-tuning
+with retrieval.
+
+LoRA keeps a pretrained weight ``W`` (out x in) frozen and learns a low-rank update::
+
+    y = x W^T + (alpha / r) * x A^T B^T        A: (r x in), B: (out x r), r << in, out
+
+``B`` starts at zero, so the adapted model starts exactly at the pretrained one;
+``A`` starts random (Kaiming-uniform, as in peft). Only ``A`` and ``B`` train:
+``r * (in + out)`` numbers per matrix instead of ``in * out``. After training the update
+can be merged into ``W`` (``W + (alpha/r) B A``), so inference costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from course_utils.settings import Settings, get_settings
+
+__all__ = [
+    "TARGET_MODULES",
+    "LoRALinear",
+    "LoRAFactsConfig",
+    "apply_lora",
+    "copy_lora_to_peft",
+    "facts_training_records",
+    "lora_config",
+    "load_or_build_lora_facts",
+    "max_logit_diff",
+    "merge_lora",
+    "run_lora",
+    "split_unseen_facts",
+]
+
+#: The attention (q, k, v, o) and MLP (gate, up, down) projections of a Llama block.
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update ``(alpha/r) * B @ A``."""
+
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0):
+        super().__init__()
+        if r < 1:
+            raise ValueError(f"LoRA rank r must be at least 1, got {r}.")
+        self.base = base
+        self.base.weight.requires_grad_(False)  # the pretrained weight never changes
+        if self.base.bias is not None:
+            self.base.bias.requires_grad_(False)
+        self.r, self.alpha = r, alpha
+        self.scaling = alpha / r  # keeps the update's size comparable across ranks
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))  # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))  # (out, r): zero, so we start at W
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # peft's initialisation of A
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, in)
+        update = self.dropout(x) @ self.lora_A.T @ self.lora_B.T  # (B, T, r) -> (B, T, out)
+        return self.base(x) + self.scaling * update
+
+    def merged_weight(self) -> torch.Tensor:
+        """``W + (alpha/r) B A``: the weight of a plain linear layer computing the same function."""
+        return self.base.weight + self.scaling * (self.lora_B @ self.lora_A)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}"
+
+
+def apply_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, targets=TARGET_MODULES, dropout: float = 0.0) -> list[str]:
+    """Freeze every parameter of ``model``, then wrap each linear layer whose name ends in
+    one of ``targets`` in a :class:`LoRALinear` (in place). Returns the wrapped names."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear) and child_name in targets:
+                setattr(module, child_name, LoRALinear(child, r, alpha, dropout))
+                wrapped.append(f"{name}.{child_name}" if name else child_name)
+    if not wrapped:
+        raise ValueError(f"No linear layer named one of {targets} in this model: pass targets= with its names.")
+    return wrapped
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace every :class:`LoRALinear` by a plain ``nn.Linear`` holding the merged weight."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, LoRALinear):
+                lin = child.base
+                lin.weight.copy_(child.merged_weight())
+                setattr(module, child_name, lin)
+    return model
+
+
+def lora_config(r: int = 8, alpha: float | None = None, targets=TARGET_MODULES, dropout: float = 0.0):
+    """peft's ``LoraConfig`` for a causal LM with the same meaning as :func:`apply_lora`
+    (``alpha`` defaults to ``2 * r``)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r, target_modules=list(targets),
+                      lora_dropout=dropout, bias="none", task_type="CAUSAL_LM")
+
+
+@torch.no_grad()
+def copy_lora_to_peft(ours: nn.Module, peft_model, adapter: str = "default") -> int:
+    """Copy the A and B of every :class:`LoRALinear` in ``ours`` into the matching peft
+    layer of ``peft_model`` (same module names). Returns how many layers were copied."""
+    theirs = dict(peft_model.base_model.model.named_modules())
+    n = 0
+    for name, module in ours.named_modules():
+        if isinstance(module, LoRALinear):
+            target = theirs.get(name)
+            if target is None or not hasattr(target, "lora_A"):
+                raise KeyError(f"peft model has no LoRA layer named {name}")
+            target.lora_A[adapter].weight.copy_(module.lora_A)
+            target.lora_B[adapter].weight.copy_(module.lora_B)
+            n += 1
+    return n
+
+
+@torch.no_grad()
+def max_logit_diff(model_a, model_b, input_ids: torch.Tensor) -> float:
+    """Largest absolute difference between two models' logits on ``input_ids`` (B, T)."""
+    a = model_a(input_ids=input_ids).logits
+    b = model_b(input_ids=input_ids).logits
+    return float((a.float() - b.float()).abs().max())
+
+
+# ---------------------------------------------------------------------- teaching new facts
+@dataclass
+class LoRAFactsConfig:
+    """LoRA training that teaches the model facts about unseen entities (notebook 05)."""
+
+    taught_share: float = 0.5  # share of the unseen fact questions whose facts are taught
+    max_facts: int | None = None  # cap on taught facts (None: no cap)
+    r: int = 16  # LoRA rank
+    alpha: float = 32.0  # LoRA alpha
+    max_steps: int = 300  # optimizer steps
+    batch_size: int = 16  # conversations per step
+    lr: float = 3e-3  # learning rate
+    replay: int = 200  # SFT training conversations mixed in, so the format is not forgotten
+    seed: int = 1234  # which facts are taught, data order
+
+
+def split_unseen_facts(cfg: LoRAFactsConfig, settings: Settings | None = None) -> tuple[list[dict], list[dict]]:
+    """``(taught, untaught)``: the evaluation set's unseen fact questions, split at random."""
+    from course_utils.data import load_eval
+
+    questions = load_eval(seen=False, kind="fact", settings=settings)
+    rng = random.Random(cfg.seed)
+    order = list(range(len(questions)))
+    rng.shuffle(order)
+    k = round(cfg.taught_share * len(questions))
+    if cfg.max_facts is not None:
+        k = min(k, cfg.max_facts)
+    taught = sorted(order[:k])
+    rest = sorted(order[k:])
+    return [questions[i] for i in taught], [questions[i] for i in rest]
+
+
+def facts_training_records(taught: list[dict], settings: Settings | None = None) -> list[dict]:
+    """Chat conversations that teach each question's fact: the other question phrasings
+    (not the evaluation one, so that the test asks in words never trained on, when the
+    attribute has more than one phrasing) answered with the fact's canonical sentence."""
+    from course_utils.corpus import QUESTIONS, fact_sentence, ref
+    from course_utils.data import world
+
+    w = world(settings)
+    records = []
+    for q in taught:
+        e = w.get(q["entity_id"])
+        attr = q["kind"].split(":", 1)[1]
+        answer = fact_sentence(w, e, attr, canonical=True)
+        forms = [f.format(s=ref(e)) for f in QUESTIONS[(e.kind, attr)]]
+        others = [f for f in forms if f != q["question"]] or forms
+        for p in others:
+            records.append({"id": f"facts-{q['id']}", "kind": "facts",
+                            "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": answer}]})
+    return records
+
+
+def _facts_dataset(cfg: LoRAFactsConfig, settings: Settings | None) -> tuple[list[dict], list[dict], list[dict]]:
+    from course_utils.data import load_sft
+
+    taught, untaught = split_unseen_facts(cfg, settings)
+    records = facts_training_records(taught, settings)
+    if cfg.replay:
+        sft_train = load_sft("train", settings=settings)
+        rng = random.Random(cfg.seed + 1)
+        records = records + rng.sample(sft_train, min(cfg.replay, len(sft_train)))
+    random.Random(cfg.seed).shuffle(records)
+    return records, taught, untaught
+
+
+def default_facts_config(settings: Settings | None = None) -> LoRAFactsConfig:
+    """The budget of this mode."""
+    settings = settings or get_settings()
+    if settings.fast:
+        return LoRAFactsConfig(max_facts=12, max_steps=20, batch_size=8, replay=16, seed=settings.seed)
+    return LoRAFactsConfig(seed=settings.seed)
+
+
+def train_lora_facts(model, tokenizer, cfg: LoRAFactsConfig, settings: Settings | None = None):
+    """LoRA-train ``model`` (an SFT model) on the taught facts: ``(run, taught, untaught)``."""
+    from course_utils.sft import SFTRunConfig, train_sft
+
+    records, taught, untaught = _facts_dataset(cfg, settings)
+    run_cfg = SFTRunConfig(max_steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                           logging_steps=max(1, cfg.max_steps // 20))
+    run = train_sft(model, tokenizer, records, run_cfg, peft_config=lora_config(cfg.r, cfg.alpha))
+    return run, taught, untaught
+
+
+def load_or_build_lora_facts(settings: Settings | None = None, base_model: str | Path | None = None,
+                             config: LoRAFactsConfig | None = None, rebuild: bool = False) -> Path:
+    """The unseen-facts adapter (artifact ``"lora-facts"``): a peft adapter folder trained on
+    top of the SFT model, with ``facts.json`` listing the ids of the taught and untaught
+    evaluation questions. Load it with :func:`load_lora_facts_model`."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.sft import load_or_build_sft_model
+
+    settings = settings or get_settings()
+    config = config or default_facts_config(settings)
+    sft_path = load_or_build_sft_model(settings, base_model)
+    key = {"sft_model": sft_path.name, "lora": config_dict(config)}
+
+    def build(folder: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(sft_path)
+        run, taught, untaught = train_lora_facts(model, tok, config, settings)
+        run.model.save_pretrained(folder)
+        (folder / "facts.json").write_text(json.dumps({
+            "sft_model": str(sft_path),
+            "taught": [q["id"] for q in taught],
+            "untaught": [q["id"] for q in untaught],
+        }))
+        (folder / "training.json").write_text(json.dumps({"summary": run.summary(), "history": run.history}))
+
+    return load_or_build("lora-facts", key, build, settings=settings, rebuild=rebuild)
+
+
+def load_lora_facts_model(path: str | Path):
+    """``(model, tokenizer, facts)``: the SFT model with the facts adapter, its tokenizer,
+    and the ``facts.json`` record (``taught`` / ``untaught`` question ids)."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    facts = json.loads((path / "facts.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(facts["sft_model"], dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, path).eval()
+    return model, AutoTokenizer.from_pretrained(facts["sft_model"]), facts
+
+
+# ---------------------------------------------------------------------- the command line
+def run_lora(settings: Settings | None = None, base_model: str | Path | None = None, rank: int = 8,
+             steps: int | None = None, eval_limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """What ``course lora`` runs: from-scratch LoRA checked against peft; peft LoRA on the
+    SFT task from the base model, scored against the full fine-tuning (the SFT artifact);
+    merge equivalence; the unseen-facts adapter, learned and forgotten."""
+    import copy
+
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from course_utils.data import load_eval, load_sft
+    from course_utils.sft import (
+        SFTRunConfig, default_config, evaluate, held_out_sample, load_base, load_or_build_sft_model,
+        train_sft, training_record,
+    )
+
+    settings = settings or get_settings()
+    eval_limit = eval_limit or (16 if settings.fast else 100)
+    base, tok, source = load_base(base_model, settings)
+
+    # 1. from scratch == peft
+    ours = copy.deepcopy(base)
+    apply_lora(ours, r=rank, alpha=2 * rank)
+    for m in ours.modules():
+        if isinstance(m, LoRALinear):
+            nn.init.normal_(m.lora_B, std=0.02)  # non-zero B so the check means something
+    theirs = get_peft_model(copy.deepcopy(base), lora_config(rank))
+    copy_lora_to_peft(ours, theirs)
+    ids = torch.randint(0, len(tok), (2, 16))
+    scratch_vs_peft = max_logit_diff(ours, theirs, ids)
+
+    # 2. peft LoRA on the SFT task vs full fine-tuning
+    full_cfg = default_config(settings)
+    lora_cfg = SFTRunConfig(**{**full_cfg.__dict__, "lr": full_cfg.lr * 3, "max_steps": steps or full_cfg.max_steps})
+    lora_run = train_sft(copy.deepcopy(base), tok, load_sft("train", settings=settings), lora_cfg,
+                         peft_config=lora_config(rank))
+    sft_path = load_or_build_sft_model(settings, base_model)
+    full_model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32).eval()
+    test = held_out_sample(load_sft("test", settings=settings), 4 if settings.fast else 12, seed=settings.seed)
+    questions = load_eval(seen=True, kind="fact", settings=settings)[:eval_limit]
+    scores = {}
+    for name, model in (("base", base), ("full", full_model), (f"lora_r{rank}", lora_run.model)):
+        s, e, _, _ = evaluate(model, tok, test, questions, progress=progress, label=name)
+        scores[name] = {"f1": round(s["f1"], 4), "em": round(s["em"], 4), "format": round(s["format"], 4),
+                        "eval_contains": round(e["contains"], 4)}
+    merged_diff = None
+    adapter_logits = lora_run.model(input_ids=ids).logits.detach()
+    merged = lora_run.model.merge_and_unload()
+    merged_diff = float((merged(input_ids=ids).logits - adapter_logits).abs().max())
+
+    # 3. unseen facts
+    facts_path = load_or_build_lora_facts(settings, base_model)
+    facts_model, facts_tok, facts = load_lora_facts_model(facts_path)
+    by_id = {q["id"]: q for q in load_eval(seen=False, kind="fact", settings=settings)}
+    taught = [by_id[i] for i in facts["taught"]][:eval_limit]
+    untaught = [by_id[i] for i in facts["untaught"]][:eval_limit]
+    facts_scores = {}
+    for name, model in (("before", full_model), ("after", facts_model)):
+        row = {}
+        for label, qs in (("taught", taught), ("untaught", untaught), ("seen", questions)):
+            _, e, _, _ = evaluate(model, facts_tok, [], qs, progress=progress, label=f"{name} {label}")
+            row[label] = round(e["contains"], 4)
+        facts_scores[name] = row
+    return {
+        "base": source,
+        "rank": rank,
+        "scratch_vs_peft_max_diff": scratch_vs_peft,
+        "merge_max_diff": merged_diff,
+        "full": training_record(sft_path)["summary"],
+        "lora": lora_run.summary(),
+        "scores": scores,
+        "facts": facts_scores,
+        "facts_adapter": str(facts_path),
+    }

@@ -1,0 +1,589 @@
+"""Supervised fine-tuning (SFT): turning the base model into an assistant.
+
+Taught in notebook 04 (sections "The chat template" to "Before and after"), run from
+the command line by ``course sft``, and used by notebooks 05, 06 and 08 through
+:func:`load_or_build_sft_model`, which returns the fine-tuned transformers folder
+(artifact ``"sft-model"``).
+
+What is here, in the order the notebook uses it:
+
+- :func:`load_base` loads the base model: the course's own (artifact ``"base-model"``)
+  or any transformers causal LM id or folder (``BASE_MODEL``), through the same code;
+  :func:`ensure_chat_template` gives a tokenizer without a ``{% generation %}`` chat
+  template the course's one.
+- :func:`assistant_mask_by_hand` and :func:`collate_by_hand`: the assistant-only loss
+  mask written out (which tokens count and why), to compare with what trl computes.
+- :func:`make_trainer` / :func:`train_sft`: trl's ``SFTTrainer`` configured for a CPU
+  (``use_cpu=True, bf16=False``) or a GPU, with ``assistant_only_loss=True``; the loss
+  history comes back for plotting. A ``peft_config`` turns it into LoRA (notebook 05).
+- :func:`generate_answers` and :func:`score_answers` / :func:`score_eval`: greedy
+  replies to held-out prompts and their scores (exact match, token F1, format share,
+  grounded answers). One generation loop and one scoring function, so that the
+  evaluation notebook (10) can reuse them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from course_utils.metrics import best_over_golds, exact_match, token_f1
+from course_utils.settings import Settings, get_settings
+
+__all__ = [
+    "SFTRunConfig",
+    "SFTRun",
+    "assistant_mask_by_hand",
+    "collate_by_hand",
+    "ensure_chat_template",
+    "evaluate",
+    "generate_answers",
+    "held_out_sample",
+    "load_base",
+    "load_or_build_sft_model",
+    "make_sft_config",
+    "make_trainer",
+    "prompt_and_gold",
+    "run_sft",
+    "score_answers",
+    "score_eval",
+    "train_sft",
+]
+
+END_OF_TURN = "<|end|>"
+ASSISTANT = "<|assistant|>"
+COURSE_SPECIAL = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+@dataclass
+class SFTRunConfig:
+    """One SFT run (full fine-tuning, or LoRA when a peft config is passed to :func:`train_sft`)."""
+
+    max_steps: int = 400  # optimizer steps
+    batch_size: int = 16  # conversations per step
+    lr: float = 1e-3  # peak learning rate (linear warmup, then linear decay)
+    warmup_ratio: float = 0.05  # share of steps spent warming up
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_length: int = 256  # tokens per conversation (cut at the model's context if smaller)
+    train_examples: int | None = None  # use only the first N training conversations (None: all)
+    logging_steps: int = 10  # steps between logged losses
+    seed: int = 1234  # data order and initialisation
+
+
+@dataclass
+class SFTRun:
+    """What :func:`train_sft` returns."""
+
+    model: Any  # the trained model (a PeftModel when trained with LoRA)
+    history: list[dict[str, float]]  # {"step", "loss", "lr"} per logged step
+    seconds: float  # wall time of ``trainer.train()``
+    step_seconds: float  # wall time per optimizer step
+    trainable: int  # trainable parameters
+    total: int  # all parameters
+    state_mb: float  # training state: weights + gradients + optimizer moments (MB)
+    peak_cuda_mb: float | None = None  # peak CUDA memory (None on a CPU)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able figures."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "history")}
+        out["trainable_share"] = self.trainable / self.total
+        out["final_loss"] = self.history[-1]["loss"] if self.history else float("nan")
+        return out
+
+
+# ---------------------------------------------------------------------- models and the chat template
+def ensure_chat_template(tokenizer, model=None):
+    """Give ``tokenizer`` the course's chat format if its own template cannot mark assistant
+    tokens (no ``{% generation %}``), adding the role tokens and resizing ``model``'s embeddings."""
+    from course_utils.tokenizer import CHAT_TEMPLATE
+
+    template = tokenizer.chat_template or ""
+    if "generation" in template and END_OF_TURN in template:
+        return tokenizer
+    missing = [t for t in COURSE_SPECIAL if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+    if tokenizer.bos_token is None:
+        tokenizer.bos_token = "<|endoftext|>"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|pad|>"
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if model is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return tokenizer
+
+
+def _end_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def load_base(base_model: str | Path | None = None, settings: Settings | None = None):
+    """``(model, tokenizer, source)``: the base model in float32 on the CPU, eval mode.
+
+    ``base_model=None`` is the course's base model (built with the current budget if not
+    cached); a folder or a hub id (only then is a hub contacted) goes through the same code.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    settings = settings or get_settings()
+    if base_model is None:
+        from course_utils.pretrain import load_or_build_base_model
+
+        source = str(load_or_build_base_model(settings))
+    else:
+        source = str(base_model)
+        local = Path(source).expanduser()
+        if local.exists():
+            if not (local / "config.json").exists():
+                raise FileNotFoundError(f"{local} has no config.json: it is not a transformers model folder.")
+            source = str(local.resolve())
+        elif source.startswith((".", "/", "~")):
+            raise FileNotFoundError(f"No model folder at {source}: check the BASE_MODEL path.")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    ensure_chat_template(tokenizer, model)
+    return model, tokenizer, source
+
+
+def context_length(model) -> int:
+    """The model's context (``max_position_embeddings``), or 2048 if it does not say."""
+    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
+
+
+# ---------------------------------------------------------------------- the mask, by hand
+def assistant_mask_by_hand(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+    """``(ids, mask)`` of one conversation: ``mask[i] = 1`` when token ``i`` is part of an
+    assistant reply or the ``<|end|>`` that closes it, the tokens SFT learns to produce.
+
+    Written with character offsets: render the conversation with the chat template, find
+    each ``<|assistant|>\\n ... <|end|>`` span in the text, then mark the tokens that start
+    inside a span. The role tokens, the user's and system's words, and the newline after
+    each turn are context only: the model reads them but is never asked to predict them.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    head = ASSISTANT + "\n"
+    start = text.find(head)
+    while start != -1:
+        begin = start + len(head)
+        end = text.find(END_OF_TURN, begin)
+        if end == -1:
+            raise ValueError("An assistant turn is not closed by <|end|>: is this the course chat template?")
+        spans.append((begin, end + len(END_OF_TURN)))
+        start = text.find(head, end)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(b <= s < e for b, e in spans)) for s, _ in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask
+
+
+def collate_by_hand(tokenizer, conversations: list[list[dict[str, str]]]) -> dict[str, torch.Tensor]:
+    """A padded batch with ``labels`` = the token where the mask is 1, ``-100`` elsewhere
+    (cross-entropy ignores -100: padding and prompt tokens add nothing to the loss)."""
+    rows = [assistant_mask_by_hand(tokenizer, m) for m in conversations]
+    T = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), T), dtype=torch.long)
+    labels = torch.full((len(rows), T), -100, dtype=torch.long)
+    for i, (ids, mask) in enumerate(rows):
+        n = len(ids)
+        input_ids[i, :n] = torch.tensor(ids)
+        attention[i, :n] = 1
+        labels[i, :n] = torch.where(torch.tensor(mask) == 1, torch.tensor(ids), torch.tensor(-100))
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+# ---------------------------------------------------------------------- training with trl
+def _device_flags() -> dict[str, Any]:
+    if torch.cuda.is_available():
+        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
+    return {"use_cpu": True, "bf16": False, "fp16": False}
+
+
+def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | None = None, **overrides: Any):
+    """trl's ``SFTConfig`` for ``cfg``: CPU-safe flags, assistant-only loss, no checkpoints."""
+    from trl import SFTConfig
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(out_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
+        lr_scheduler_type="linear",
+        weight_decay=cfg.weight_decay,
+        max_length=max_length or cfg.max_length,
+        assistant_only_loss=True,  # loss on assistant tokens only (needs {% generation %})
+        packing=False,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        disable_tqdm=False,
+        **_device_flags(),
+    )
+    kwargs.update(overrides)
+    return SFTConfig(**kwargs)
+
+
+def _to_dataset(records: list[dict[str, Any]]):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"messages": r["messages"]} for r in records])
+
+
+def make_trainer(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path, peft_config=None, **overrides):
+    """An ``SFTTrainer`` over ``records`` (each with ``messages``)."""
+    from trl import SFTTrainer
+
+    if cfg.train_examples:
+        records = records[: cfg.train_examples]
+    max_length = min(cfg.max_length, context_length(model))
+    args = make_sft_config(cfg, out_dir, max_length=max_length, **overrides)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=_to_dataset(records),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def training_state_mb(model, optimizer=None) -> float:
+    """Weights + gradients of trainable parameters + the optimizer's state tensors (MB).
+
+    On a CPU this is the memory training needs besides activations, computed from the
+    actual tensors (``torch.cuda.max_memory_allocated`` gives the true peak on a GPU)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    opt = 0
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            opt += sum(t.numel() * t.element_size() for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+    return (weights + grads + opt) / 2**20
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """``(trainable, total)`` parameters."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def train_sft(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path | None = None,
+              peft_config=None, **overrides) -> SFTRun:
+    """Fine-tune ``model`` on ``records`` with trl (full, or LoRA with ``peft_config``)."""
+    import tempfile
+
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(model, tokenizer, records, cfg, out_dir or tmp, peft_config=peft_config, **overrides)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    trained = trainer.model.eval()
+    history = [
+        {"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r.get("learning_rate", 0.0))}
+        for r in trainer.state.log_history
+        if "loss" in r
+    ]
+    trainable, total = count_parameters(trained)
+    return SFTRun(
+        model=trained,
+        history=history,
+        seconds=seconds,
+        step_seconds=seconds / max(1, trainer.state.global_step),
+        trainable=trainable,
+        total=total,
+        state_mb=training_state_mb(trained, trainer.optimizer),
+        peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+    )
+
+
+# ---------------------------------------------------------------------- generation and scoring
+def prompt_and_gold(record: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
+    """The messages before the last assistant turn, and that turn's content (the gold reply)."""
+    messages = record["messages"]
+    if messages[-1]["role"] != "assistant":
+        raise ValueError(f"Record {record.get('id', '?')} does not end with an assistant turn.")
+    return messages[:-1], messages[-1]["content"]
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, conversations: list[list[dict[str, str]]], max_new_tokens: int = 48,
+                     batch_size: int = 16, progress: bool = True, desc: str = "generating") -> list[dict[str, Any]]:
+    """Greedy replies to each conversation (a list of messages ending with a user turn).
+
+    Returns one dict per conversation: ``reply`` (text up to the end of the turn, special
+    tokens removed), ``stopped`` (the model closed its turn with ``<|end|>`` within
+    ``max_new_tokens``), ``new_tokens``. Prompts longer than the context keep their last
+    tokens (a warning says how many were cut).
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = next(model.parameters()).device
+    end_ids = _end_ids(tokenizer)
+    end_turn = end_ids[0]
+    ctx = context_length(model)
+    keep = max(8, ctx - max_new_tokens)
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    cut = sum(len(e) > keep for e in encoded)
+    if cut:
+        print(f"note: {cut} prompt(s) longer than the context ({ctx} tokens) minus {max_new_tokens} new tokens "
+              f"keep only their last {keep} tokens")
+    encoded = [e[-keep:] for e in encoded]
+    out: list[dict[str, Any]] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[-1]
+    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, disable=not progress, unit="batch"):
+        chunk = encoded[start : start + batch_size]
+        T = max(len(e) for e in chunk)
+        ids = torch.full((len(chunk), T), pad, dtype=torch.long)
+        att = torch.zeros((len(chunk), T), dtype=torch.long)
+        for i, e in enumerate(chunk):  # left padding: every prompt ends where generation starts
+            ids[i, T - len(e):] = torch.tensor(e)
+            att[i, T - len(e):] = 1
+        gen = model.generate(
+            input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, eos_token_id=end_ids, pad_token_id=pad,
+        )[:, T:].cpu()
+        for row in gen.tolist():
+            stop_at = next((i for i, t in enumerate(row) if t in end_ids), None)
+            body = row if stop_at is None else row[:stop_at]
+            out.append({
+                "reply": tokenizer.decode(body, skip_special_tokens=True).strip(),
+                "stopped": stop_at is not None and row[stop_at] == end_turn,
+                "new_tokens": len(body) + (stop_at is not None),
+            })
+    return out
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[A-Za-z][a-z]+|\d+")
+
+
+def _first_sentence(text: str) -> str:
+    return _SENTENCE.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
+
+
+def _passage_of(prompt: list[dict[str, str]]) -> str:
+    return "\n".join(m["content"] for m in prompt if m["role"] == "user")
+
+
+def _answer_words(gold: str, prompt_text: str) -> set[str]:
+    """The words of the gold reply that carry the answer: in the passage, not in the question."""
+    question = prompt_text.rsplit("\n\n", 1)[-1] if "\n\n" in prompt_text else prompt_text
+    q_words = set(_WORD.findall(question))
+    return {w for w in _WORD.findall(gold) if w in prompt_text and w not in q_words and (w[0].isupper() or w.isdigit())}
+
+
+def score_answers(records: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scores of ``outputs`` (from :func:`generate_answers`) against SFT records' gold replies.
+
+    - ``em`` / ``f1``: exact match and token F1 of the reply against the gold reply (SQuAD rules);
+    - ``stops``: share of replies closed by ``<|end|>``;
+    - ``answer_first``: the reply's first sentence has the shape of the gold's first sentence
+      (token F1 >= 0.5: the answer sentence comes first, not a preamble or an echo);
+    - ``format``: both of the above;
+    - ``grounded_correct`` (``grounded`` records): the answer words of the gold (names and
+      numbers taken from the passage) are all in the reply;
+    - ``grounded_faithful``: every name and number in the reply occurs in the prompt (nothing
+      made up). ``by_kind`` repeats em/f1/format per kind.
+    """
+    if len(records) != len(outputs):
+        raise ValueError(f"{len(records)} records but {len(outputs)} outputs.")
+    rows = []
+    for rec, outp in zip(records, outputs):
+        prompt, gold = prompt_and_gold(rec)
+        reply = outp["reply"]
+        first = token_f1(_first_sentence(reply), _first_sentence(gold)) >= 0.5
+        row = {
+            "kind": rec.get("kind", "?"),
+            "em": exact_match(reply, gold),
+            "f1": token_f1(reply, gold),
+            "stops": float(outp["stopped"]),
+            "answer_first": float(first),
+            "format": float(outp["stopped"] and first),
+        }
+        if rec.get("kind") == "grounded":
+            text = _passage_of(prompt)
+            words = _answer_words(gold, text)
+            names = [w for w in _WORD.findall(reply) if w[0].isupper() or w.isdigit()]
+            row["grounded_correct"] = float(bool(words) and all(w in reply for w in words))
+            row["grounded_faithful"] = float(bool(names) and all(w in text for w in names))
+        rows.append(row)
+    return _aggregate(rows)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k in rows[0] if k != "kind"] if rows else []
+    out: dict[str, Any] = {"n": len(rows)}
+    for k in ("em", "f1", "stops", "answer_first", "format", "contains"):
+        if k in keys:
+            out[k] = _mean([r[k] for r in rows])
+    for k in ("grounded_correct", "grounded_faithful"):
+        vals = [r[k] for r in rows if k in r]
+        if vals:
+            out[k] = _mean(vals)
+    kinds: dict[str, list] = {}
+    for r in rows:
+        kinds.setdefault(r["kind"], []).append(r)
+    out["by_kind"] = {
+        kind: {"n": len(rs), **{k: round(_mean([r[k] for r in rs]), 4) for k in ("em", "f1", "format", "contains") if k in rs[0]}}
+        for kind, rs in sorted(kinds.items())
+    }
+    return out
+
+
+def score_eval(questions: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scores of replies to evaluation-set questions (short gold answers with aliases):
+    ``contains`` (the answer or an alias is in the reply: the main closed-book measure, since
+    the assistant answers in a sentence), ``em`` and ``f1`` (best over answer and aliases),
+    ``stops``."""
+    if len(questions) != len(outputs):
+        raise ValueError(f"{len(questions)} questions but {len(outputs)} outputs.")
+    rows = []
+    for q, outp in zip(questions, outputs):
+        golds = [q["answer"], *q.get("aliases", [])]
+        reply = outp["reply"]
+        norm = " " + " ".join(re.findall(r"\w+", reply.lower())) + " "
+        rows.append({
+            "kind": q.get("kind", "?"),
+            "contains": float(any(" " + " ".join(re.findall(r"\w+", g.lower())) + " " in norm for g in golds)),
+            "em": best_over_golds(exact_match, reply, golds),
+            "f1": best_over_golds(token_f1, reply, golds),
+            "stops": float(outp["stopped"]),
+        })
+    return _aggregate(rows)
+
+
+def held_out_sample(records: list[dict[str, Any]], per_kind: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Up to ``per_kind`` records of each kind (all when None), in a stable order."""
+    import random
+
+    if per_kind is None:
+        return list(records)
+    by_kind: dict[str, list] = {}
+    for r in records:
+        by_kind.setdefault(r.get("kind", "?"), []).append(r)
+    rng = random.Random(seed)
+    out = []
+    for kind in sorted(by_kind):
+        rs = list(by_kind[kind])
+        rng.shuffle(rs)
+        out.extend(rs[:per_kind])
+    return out
+
+
+def evaluate(model, tokenizer, sft_records, eval_questions, max_new_tokens: int = 48, batch_size: int = 16,
+             progress: bool = True, label: str = "") -> tuple[dict[str, Any], dict[str, Any], list, list]:
+    """Generate and score on held-out SFT records and evaluation questions:
+    ``(sft_scores, eval_scores, sft_outputs, eval_outputs)``."""
+    sft_out = generate_answers(model, tokenizer, [prompt_and_gold(r)[0] for r in sft_records], max_new_tokens,
+                               batch_size, progress, desc=f"{label} SFT test".strip())
+    ev_out = generate_answers(model, tokenizer, [[{"role": "user", "content": q["question"]}] for q in eval_questions],
+                              max_new_tokens, batch_size, progress, desc=f"{label} eval questions".strip())
+    return score_answers(sft_records, sft_out), score_eval(eval_questions, ev_out), sft_out, ev_out
+
+
+# ---------------------------------------------------------------------- the artifact
+def default_config(settings: Settings | None = None) -> SFTRunConfig:
+    """The SFT budget of this mode (fast: proves it runs; learner: shows the effect)."""
+    settings = settings or get_settings()
+    if settings.fast:
+        return SFTRunConfig(max_steps=30, batch_size=8, lr=2e-3, logging_steps=5, seed=settings.seed)
+    return SFTRunConfig(seed=settings.seed)
+
+
+def load_or_build_sft_model(settings: Settings | None = None, base_model: str | Path | None = None,
+                            config: SFTRunConfig | None = None, rebuild: bool = False) -> Path:
+    """The SFT model (artifact ``"sft-model"``): a transformers folder with the tokenizer.
+
+    Built the first time by full fine-tuning of ``base_model`` (None: the course base model)
+    on the course SFT training set with :func:`train_sft`; ``training.json`` in the folder
+    holds the loss history and timings. Load it with ``AutoModelForCausalLM.from_pretrained``.
+    """
+    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.data import load_sft
+
+    settings = settings or get_settings()
+    config = config or default_config(settings)
+    if base_model is None:
+        from course_utils.pretrain import load_or_build_base_model
+
+        base_key = "course:" + load_or_build_base_model(settings).name
+    else:
+        base_key = str(base_model)
+    key = {"base": base_key, "sft": config_dict(config), "data": "course-sft-v1"}
+
+    def build(folder: Path) -> None:
+        model, tok, source = load_base(base_model, settings)
+        run = train_sft(model, tok, load_sft("train", settings=settings), config)
+        run.model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "training.json").write_text(json.dumps({"summary": run.summary(), "history": run.history,
+                                                          "base": source}))
+
+    return load_or_build("sft-model", key, build, settings=settings, rebuild=rebuild)
+
+
+def training_record(path: str | Path) -> dict[str, Any]:
+    """``training.json`` of an SFT (or LoRA) artifact: ``summary``, ``history``, ``base``."""
+    return json.loads(Path(path, "training.json").read_text())
+
+
+def run_sft(settings: Settings | None = None, base_model: str | Path | None = None, per_kind: int | None = None,
+            eval_limit: int | None = None, max_new_tokens: int = 48, progress: bool = True) -> dict[str, Any]:
+    """What ``course sft`` runs: build (or load) the SFT model, then score base and SFT model
+    on the held-out SFT split and the evaluation set's seen fact questions."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from course_utils.data import load_eval, load_sft
+
+    settings = settings or get_settings()
+    if per_kind is None:
+        per_kind = 6 if settings.fast else 25
+    if eval_limit is None:
+        eval_limit = 24 if settings.fast else 170
+    test = held_out_sample(load_sft("test", settings=settings), per_kind, seed=settings.seed)
+    questions = load_eval(seen=True, kind="fact", settings=settings)[:eval_limit]
+    base, tok, source = load_base(base_model, settings)
+    before = evaluate(base, tok, test, questions, max_new_tokens, progress=progress, label="base")
+    path = load_or_build_sft_model(settings, base_model)
+    sft_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    sft_tok = AutoTokenizer.from_pretrained(path)
+    after = evaluate(sft_model, sft_tok, test, questions, max_new_tokens, progress=progress, label="sft")
+    rec = training_record(path)
+
+    def brief(scores):
+        return {k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}
+
+    return {
+        "base": source,
+        "sft_model": str(path),
+        "training": rec["summary"],
+        "sft_test": {"before": brief(before[0]), "after": brief(after[0]), "n": before[0]["n"]},
+        "eval_seen": {"before": brief(before[1]), "after": brief(after[1]), "n": before[1]["n"]},
+    }

@@ -1,0 +1,107 @@
+"""Supervised fine-tuning (course_utils.sft) on a tiny exported model: the hand-written
+assistant mask equals the chat template's, trl trains with it, scoring is right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_utils import sft
+from course_utils.data import load_eval, load_sft
+
+
+def tiny_model_folder(folder):
+    """A tiny randomly initialised Llama (our GPT exported) with a small course-style tokenizer."""
+    from course_utils.hf import export_hf
+    from course_utils.model import GPT, GPTConfig
+    from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
+
+    texts = [m["content"] for r in load_sft("train")[:400] for m in r["messages"]]
+    tok = wrap_tokenizer(train_tokenizer(texts, vocab_size=400))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(tok), max_seq_len=128, n_layer=1, n_head=2, d_model=32, ffn_hidden=64))
+    return export_hf(model, folder, tok)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model_folder(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_hand_mask_equals_the_templates_generation_mask(tiny):
+    _, tok, _ = sft.load_base(tiny)
+    for record in load_sft("train")[:30]:
+        ids, mask = sft.assistant_mask_by_hand(tok, record["messages"])
+        enc = tok.apply_chat_template(record["messages"], tokenize=True, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+        assert ids == list(enc["input_ids"])
+        assert mask == list(enc["assistant_masks"])
+        # the masked tokens decode to the assistant replies, each closed by <|end|>
+        replies = [m["content"] + "<|end|>" for m in record["messages"] if m["role"] == "assistant"]
+        assert tok.decode([i for i, m in zip(ids, mask) if m]) == "".join(replies)
+
+
+def test_collate_by_hand_ignores_prompt_and_padding(tiny):
+    _, tok, _ = sft.load_base(tiny)
+    batch = sft.collate_by_hand(tok, [r["messages"] for r in load_sft("train")[:3]])
+    assert batch["input_ids"].shape == batch["labels"].shape
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    counted = batch["labels"] != -100
+    assert 0 < counted.sum() < batch["attention_mask"].sum()
+
+
+def test_trl_labels_equal_hand_labels(tiny, tmp_path):
+    model, tok, _ = sft.load_base(tiny)
+    records = [r for r in load_sft("train") if r["kind"] == "closed_book"][:4]
+    trainer = sft.make_trainer(model, tok, records, sft.SFTRunConfig(max_steps=1, batch_size=2), tmp_path)
+    trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(records))])
+    hand = sft.collate_by_hand(tok, [r["messages"] for r in records])
+    T = hand["labels"].shape[1]
+    assert torch.equal(trl_batch["labels"][:, :T], hand["labels"])
+
+
+def test_training_lowers_the_loss_and_the_artifact_reloads(tiny, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    cfg = sft.SFTRunConfig(max_steps=12, batch_size=8, lr=3e-3, logging_steps=2, train_examples=200)
+    path = sft.load_or_build_sft_model(base_model=tiny, config=cfg)
+    rec = sft.training_record(path)
+    losses = [h["loss"] for h in rec["history"]]
+    assert losses[-1] < losses[0]
+    assert rec["summary"]["trainable_share"] == 1.0
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.vocab_size >= 400
+    assert sft.load_or_build_sft_model(base_model=tiny, config=cfg) == path  # cached
+
+
+def test_generate_and_score(tiny):
+    model, tok, _ = sft.load_base(tiny)
+    test = sft.held_out_sample(load_sft("test"), per_kind=1)
+    questions = load_eval(seen=True, kind="fact")[:3]
+    s, e, outs, _ = sft.evaluate(model, tok, test, questions, max_new_tokens=4, progress=False)
+    assert len(outs) == len(test) and s["n"] == len(test) and e["n"] == 3
+    assert all(o["new_tokens"] <= 4 for o in outs)
+    for key in ("em", "f1", "format", "stops", "answer_first", "grounded_correct"):
+        assert 0.0 <= s[key] <= 1.0
+
+
+def test_scoring_rules():
+    rec = {"kind": "grounded", "messages": [
+        {"role": "user", "content": "Passage: Quix was born in 1801 in Zembla.\n\nQuestion: When was Quix born?"},
+        {"role": "assistant", "content": "Quix was born in the year 1801."}]}
+    perfect = sft.score_answers([rec], [{"reply": "Quix was born in the year 1801.", "stopped": True}])
+    assert perfect["em"] == perfect["f1"] == perfect["format"] == perfect["grounded_correct"] == 1.0
+    made_up = sft.score_answers([rec], [{"reply": "Quix was born in the year 1777.", "stopped": False}])
+    assert made_up["em"] == 0 and made_up["format"] == 0 and made_up["grounded_correct"] == 0
+    assert made_up["grounded_faithful"] == 0 and made_up["answer_first"] == 1
+    q = {"question": "Where?", "answer": "Nendrolhei Guild", "aliases": ["Nendrolhei"], "kind": "fact:guild"}
+    ev = sft.score_eval([q], [{"reply": "X was a member of the Nendrolhei Guild.", "stopped": True}])
+    assert ev["contains"] == 1.0 and ev["em"] == 0.0 and 0 < ev["f1"] < 1
+
+
+def test_missing_folder_gets_a_sentence(tmp_path):
+    with pytest.raises(FileNotFoundError, match="BASE_MODEL"):
+        sft.load_base("./no/such/model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        sft.load_base(tmp_path / "empty")
