@@ -480,11 +480,18 @@ class PrepResult:
     stats: list[dict[str, Any]]  # one row per step: step, documents, characters, removed
 
 
-def prepare(folder: str | Path | None = None, config: PrepConfig | None = None, *, tokenizer: Any = None,
-            verbose: bool = True) -> PrepResult:
-    """Aggregate, cleanse, deduplicate and chunk a folder (default: the course store)."""
+def prepare(source: str | Path | list[Document] | None = None, config: PrepConfig | None = None, *,
+            tokenizer: Any = None, verbose: bool = True) -> PrepResult:
+    """Aggregate, cleanse, deduplicate and chunk a folder (default: the course store), or
+    documents already read by :func:`aggregate` (copied, so they can be prepared again
+    with another configuration)."""
+    import copy
+
     cfg = config or PrepConfig()
-    docs, problems = aggregate(folder, verbose=verbose)
+    if isinstance(source, list):
+        docs, problems = [copy.copy(d) for d in source], []
+    else:
+        docs, problems = aggregate(source, verbose=verbose)
     stats = [{"step": "aggregate", "documents": len(docs), "characters": sum(len(d.raw) for d in docs)}]
     if cfg.cleanse:
         totals = {"markup": 0, "unicode": 0, "whitespace": 0}

@@ -36,6 +36,7 @@ __all__ = [
     "RagIndex",
     "build_index",
     "compare_faiss",
+    "compare_preparations",
     "evaluate_retrieval",
     "faiss_search",
     "index_bytes",
@@ -107,13 +108,27 @@ def index_bytes(index) -> int:
 
 
 def compare_faiss(vectors: np.ndarray, queries: np.ndarray, k: int = 10, specs: dict[str, dict] | None = None,
-                  repeats: int = 3) -> list[dict[str, Any]]:
+                  repeats: int = 3, threads: int | None = 1) -> list[dict[str, Any]]:
     """Build each index of ``specs`` (name -> :func:`make_faiss_index` kwargs) and measure it.
 
     Rows: ``index``, ``build_s``, ``latency_ms`` (per query, one query at a time, best of
     ``repeats``), ``memory_mb``, ``recall@k`` (share of the flat index's top ``k`` that
-    the index also returns).
+    the index also returns). ``threads`` caps FAISS's OpenMP threads while measuring
+    (default 1: one query on one core, stable on a shared machine; None leaves it).
     """
+    import faiss
+    import numpy as np
+
+    before = faiss.omp_get_max_threads()
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    try:
+        return _compare_faiss(vectors, queries, k, specs, repeats)
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _compare_faiss(vectors, queries, k, specs, repeats):
     import numpy as np
 
     specs = specs or {"flat": {"kind": "flat"}, "ivf": {"kind": "ivf"}, "hnsw": {"kind": "hnsw"}}
@@ -441,4 +456,30 @@ def evaluate_retrieval(index: RagIndex, questions: list[dict], methods: tuple[st
             m = retrieval_metrics([ranked[i] for i in sel], [golds[i] for i in sel], ks)
             rows.append({"method": method, "subset": subset, "questions": len(sel),
                          **{k: round(v, 4) for k, v in m.items()}, "ms_per_query": round(ms, 2)})
+    return rows
+
+
+def compare_preparations(documents: list, questions: list[dict], configs: dict[str, PrepConfig], *, embedder=None,
+                         ks: tuple[int, ...] = (1, 5, 10), tokenizer=None) -> list[dict[str, Any]]:
+    """Notebook 07's experiment: the same dense retriever over differently prepared documents.
+
+    ``documents``: what :func:`course_utils.prep.aggregate` read (left untouched);
+    ``configs``: name -> :class:`PrepConfig`. One row per configuration: ``prep``,
+    ``chunks``, mean ``chunk_chars``, recall@k, MRR and ``embed_s`` (time to embed the chunks).
+    """
+    from course_utils.embed import embed, load_embedder
+
+    embedder = embedder or load_embedder()
+    rows = []
+    for name, cfg in configs.items():
+        prepared = prepare(documents, cfg, tokenizer=tokenizer or embedder.tokenizer, verbose=False)
+        t0 = time.perf_counter()
+        vectors = embed([c.text for c in prepared.chunks], embedder, progress=True)
+        seconds = time.perf_counter() - t0
+        index = RagIndex(prepared.chunks, vectors, IndexConfig(prep=cfg), prepared.duplicates, embedder=embedder)
+        m = [r for r in evaluate_retrieval(index, questions, ("dense",), ks) if r["subset"] == "all"][0]
+        rows.append({"prep": name, "chunks": len(prepared.chunks),
+                     "chunk_chars": round(sum(len(c.text) for c in prepared.chunks) / len(prepared.chunks)),
+                     **{k: v for k, v in m.items() if k.startswith("recall") or k == "mrr"},
+                     "embed_s": round(seconds, 1)})
     return rows

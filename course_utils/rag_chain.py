@@ -13,7 +13,8 @@ calls :func:`ask`. Retrieval itself (FAISS, BM25, hybrid, metrics) is in
   grounded layout the SFT set taught ("Read the passage and answer the question.
   Passage: ... Question: ..."), filled with as many retrieved passages as fit the
   model's context; the answer cites the ids of the passages that support it
-  (:func:`cite`: passages containing the answer's words that the question does not have;
+  (:func:`cite`: passages containing the names and numbers of the answer that the question
+  does not have;
   a small model cannot be trusted to copy ids, so citations are attributed, and checked,
   after generation).
 - :func:`ask`: one question end to end, with timings; :func:`answer_questions` scores
@@ -81,20 +82,31 @@ def langchain_vectorstore(index: RagIndex, embeddings=None):
 
 # ----------------------------------------------------------------------------- the model
 
-def load_llm(model_dir: str | Path, max_new_tokens: int = 48, batch_size: int = 8):
-    """The model in ``model_dir`` (a transformers causal LM folder with a chat template) as a
-    LangChain ``HuggingFacePipeline``: greedy decoding, only the new text returned, stopping
-    at ``<|end|>``. ``llm.pipeline.tokenizer`` is its tokenizer."""
+def load_llm(model: Any, tokenizer: Any = None, *, max_new_tokens: int = 48, batch_size: int = 8):
+    """A causal LM as a LangChain ``HuggingFacePipeline``: greedy decoding, only the new text
+    returned, stopping at ``<|end|>``. ``llm.pipeline.tokenizer`` is its tokenizer.
+
+    ``model``: a transformers folder with a chat template (the SFT model), or a loaded
+    model with its ``tokenizer`` (a peft model, such as notebook 05's LoRA adapter, is
+    merged into a plain model first).
+    """
     import torch
     from langchain_huggingface import HuggingFacePipeline
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-    path = Path(model_dir).expanduser()
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} is not a transformers model folder (no config.json).")
-    tok = AutoTokenizer.from_pretrained(path)
+    if isinstance(model, (str, Path)):
+        path = Path(model).expanduser()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a transformers model folder (no config.json).")
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    elif tokenizer is None:
+        raise ValueError("Pass the tokenizer with a loaded model: load_llm(model, tokenizer).")
+    if hasattr(model, "merge_and_unload"):  # a peft model: fold the adapter into the weights
+        model = model.merge_and_unload()
+    model = model.eval()
+    tok = tokenizer
     tok.padding_side = "left"  # batched generation: every prompt ends where generation starts
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     end_ids = [i for i in (tok.convert_tokens_to_ids(END_OF_TURN), tok.eos_token_id)
                if i is not None and i != tok.unk_token_id]
     model.generation_config.eos_token_id = end_ids
@@ -150,10 +162,12 @@ _STOP = {"the", "a", "an", "of", "in", "on", "was", "is", "and", "to", "by", "at
 
 def cite(answer: str, question: str, passages: list[dict[str, Any]]) -> list[str]:
     """Ids of the passages that support ``answer``: those containing every word of the answer
-    that the question does not already contain (stop words aside). Empty when no passage does
-    (for example an answer the model made up, or "The passage does not say ...")."""
+    that carries information (a name or a number) and that the question does not already
+    contain. Empty when the answer has no such word or no passage has them all (an answer
+    the model made up, or "The passage does not say ...")."""
     q = {w.lower() for w in _WORD.findall(question)}
-    key = [w.lower() for w in _WORD.findall(answer) if w.lower() not in q and w.lower() not in _STOP]
+    key = [w.lower() for w in _WORD.findall(answer)
+           if (w[0].isupper() or w.isdigit()) and w.lower() not in q and w.lower() not in _STOP]
     if not key:
         return []
     out = []
