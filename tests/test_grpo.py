@@ -1,0 +1,69 @@
+"""GRPO (notebook 06): rule reward, group advantages, the clipped loss with KL, the loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from course_utils import dpo, grpo
+
+
+def test_rule_reward():
+    assert grpo.rule_reward("Anna was born in Vessary.", "Vessary")["reward"] == 1.5
+    assert grpo.rule_reward("Anna was born in vessary", "Vessary", stopped=False)["reward"] == 1.0
+    long = "Well " * 20 + "Vessary"
+    assert grpo.rule_reward(long, "Vessary", max_words=12) == {"reward": 1.0, "correct": 1.0, "short": 0.0,
+                                                               "words": 21.0}
+    assert grpo.rule_reward("Born in Vessaryton.", "Vessary")["correct"] == 0.0  # whole words only
+
+
+def test_group_advantages():
+    r = torch.tensor([[0.0, 1.0, 1.0, 2.0], [1.5, 1.5, 1.5, 1.5]])
+    a = grpo.group_advantages(r)
+    assert torch.allclose(a[0].mean(), torch.tensor(0.0), atol=1e-6)
+    assert torch.allclose(a[0].std(unbiased=False), torch.tensor(1.0), atol=1e-3)
+    assert torch.equal(a[1], torch.zeros(4))  # all equal: nothing to learn
+
+
+def test_grpo_loss_clips_and_penalises_kl():
+    logps = torch.zeros(2, 3, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([1.0, -1.0])
+    loss, stats = grpo.grpo_loss(logps, logps.detach(), logps.detach(), adv, mask)
+    assert loss.item() == pytest.approx(0.0) and stats["kl"] == pytest.approx(0.0)
+    # ratio 2 with a positive advantage: clipped at 1.2, so no gradient pushes it further
+    moved = torch.full((1, 2), math.log(2.0), requires_grad=True)
+    loss, stats = grpo.grpo_loss(moved, torch.zeros(1, 2), moved.detach(), torch.tensor([1.0]), torch.ones(1, 2))
+    loss.backward()
+    assert loss.item() == pytest.approx(-1.2) and torch.all(moved.grad == 0) and stats["clipped"] == 1.0
+    # the KL term is positive when the policy leaves the reference
+    _, stats = grpo.grpo_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.full((1, 2), -1.0), torch.tensor([0.0]),
+                              torch.ones(1, 2))
+    assert stats["kl"] == pytest.approx(math.exp(-1) + 1 - 1)
+
+
+def test_fact_tasks_come_from_the_world():
+    tasks = grpo.fact_tasks(n=5)
+    assert len(tasks) == 5
+    for t in tasks:
+        assert t["prompt"][0]["role"] == "user" and t["answer"]
+
+
+def test_loop_runs_and_keeps_the_reference(tmp_path):
+    folder = dpo.tiny_chat_model(tmp_path / "tiny")
+    model, tok, _ = dpo.load_policy(folder)
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = grpo.GRPOConfig(steps=2, prompts_per_step=2, group_size=3, max_new_tokens=8, lr=1e-3)
+    run = grpo.train_grpo(model, tok, grpo.fact_tasks(n=6), cfg, progress=False)
+    assert [h["step"] for h in run.history] == [1, 2]
+    assert {"reward", "correct", "short", "kl", "clipped", "loss"} <= set(run.history[0])
+    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    if all(h["reward"] == 0 for h in run.history):  # every answer wrong and long: all advantages are 0,
+        assert not changed  # the policy is at the reference (KL 0), so nothing moves
+    else:
+        assert changed
+    batch = grpo.sample_group(model, tok, [[{"role": "user", "content": "Hi?"}]], group_size=2, max_new_tokens=5)
+    assert batch["mask"].shape == (2, batch["input_ids"].shape[1] - batch["prompt_len"])
+    assert grpo.answer_logps(model, batch).shape == batch["mask"].shape
