@@ -129,6 +129,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    # Before torch loads: idle OpenMP threads sleep instead of spinning, which on a shared
+    # CPU (other notebooks, tests) is the difference between 1x and up to 10x slower steps.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from course_utils.pretrain import run_pretraining
 
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile}

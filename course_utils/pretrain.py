@@ -168,7 +168,7 @@ def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype:
 _PEAKS: dict[tuple[str, str, int], float] = {}
 
 
-def measure_peak_flops(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", n: int = 2048, repeats: int = 3) -> float:
+def measure_peak_flops(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", n: int = 2048, repeats: int = 2) -> float:
     """FLOP/s of this machine on a big square matmul in ``dtype``: the "peak" of MFU.
 
     The best of ``repeats`` timed runs (other processes only ever make it slower).

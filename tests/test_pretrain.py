@@ -106,6 +106,7 @@ def _cli(*args, env=None):
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
