@@ -33,6 +33,8 @@ __all__ = [
     "qlora_status",
     "quantization_report",
     "quantize_nf4",
+    "model_nf4_report",
+    "qlora_model",
 ]
 
 #: The 16 NF4 values, as printed in the QLoRA paper (Dettmers et al., 2023, appendix E)
@@ -199,3 +201,42 @@ def load_4bit_model(path: str | Path, compute_dtype: torch.dtype | None = None, 
             f"{'GPU' if status['cuda'] else 'CPU'} ({type(exc).__name__}: {exc}). On a CPU, the sections that "
             f"quantise by hand still show what NF4 does; for QLoRA training use a CUDA GPU (e.g. Colab)."
         ) from exc
+
+
+def model_nf4_report(model, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                     blocksize: int = 64) -> dict[str, float]:
+    """NF4 applied to every target linear layer of ``model``: their bytes in fp32, bf16 and
+    NF4, the whole model's size with them in NF4 (the rest in fp32), and the mean relative error."""
+    from torch import nn
+
+    fp32 = nf4 = 0
+    errors = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
+            w = module.weight.detach()
+            r = quantization_report(w, blocksize)
+            fp32 += r["fp32_bytes"]
+            nf4 += r["nf4_bytes"]
+            errors.append(r["relative_error"])
+    total = sum(p.numel() * 4 for p in model.parameters())
+    return {
+        "layers": len(errors),
+        "linear_fp32_mb": fp32 / 2**20,
+        "linear_bf16_mb": fp32 / 2 / 2**20,
+        "linear_nf4_mb": nf4 / 2**20,
+        "model_fp32_mb": total / 2**20,
+        "model_with_nf4_mb": (total - fp32 + nf4) / 2**20,
+        "mean_relative_error": sum(errors) / max(1, len(errors)),
+    }
+
+
+def qlora_model(path: str | Path, r: int = 8, require_cuda: bool = False):
+    """QLoRA: the model at ``path`` loaded in NF4 (:func:`load_4bit_model`), prepared for
+    k-bit training, with trainable LoRA adapters (rank ``r``) on its projections."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from course_utils.lora import lora_config
+
+    model = load_4bit_model(path, require_cuda=require_cuda)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, lora_config(r))

@@ -510,10 +510,13 @@ def evaluate(model, tokenizer, sft_records, eval_questions, max_new_tokens: int 
 
 # ---------------------------------------------------------------------- the artifact
 def default_config(settings: Settings | None = None) -> SFTRunConfig:
-    """The SFT budget of this mode (fast: proves it runs; learner: shows the effect)."""
+    """The SFT budget of this mode (fast: proves it runs; learner: shows the effect).
+
+    Notebooks 04, 05, 06 and 08 all use it, so they share one "sft-model" artifact."""
     settings = settings or get_settings()
     if settings.fast:
-        return SFTRunConfig(max_steps=30, batch_size=8, lr=2e-3, logging_steps=5, seed=settings.seed)
+        return SFTRunConfig(max_steps=30, batch_size=8, lr=2e-3, logging_steps=5, train_examples=600,
+                            seed=settings.seed)
     return SFTRunConfig(seed=settings.seed)
 
 

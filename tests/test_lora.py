@@ -1,0 +1,100 @@
+"""LoRA (course_utils.lora): the from-scratch wrapper starts at the base model, matches
+peft with the same A and B, merges exactly; peft adapters train, save, reload and switch."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import lora
+from course_utils.lora import LoRALinear
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_lora_linear_starts_at_the_base_and_only_a_b_train():
+    base = nn.Linear(16, 24)
+    layer = LoRALinear(copy.deepcopy(base), r=4, alpha=8)
+    x = torch.randn(3, 5, 16)
+    assert torch.equal(layer(x), base(x))  # B = 0
+    assert layer.scaling == 2.0
+    assert [n for n, p in layer.named_parameters() if p.requires_grad] == ["lora_A", "lora_B"]
+    layer(x).sum().backward()
+    assert layer.lora_B.grad.abs().sum() > 0 and layer.base.weight.grad is None
+
+
+def test_apply_lora_wraps_attention_and_mlp(tiny_llama):
+    model = copy.deepcopy(tiny_llama)
+    names = lora.apply_lora(model, r=2, alpha=4)
+    assert len(names) == 2 * 7
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    expected = sum(2 * (m.base.in_features + m.base.out_features) for m in model.modules() if isinstance(m, LoRALinear))
+    assert trainable == expected
+    with pytest.raises(ValueError, match="No linear layer"):
+        lora.apply_lora(copy.deepcopy(tiny_llama), targets=("nope",))
+
+
+def test_scratch_equals_peft_and_merge_is_exact(tiny_llama):
+    from peft import get_peft_model
+
+    ours = copy.deepcopy(tiny_llama)
+    lora.apply_lora(ours, r=4, alpha=8)
+    for m in ours.modules():
+        if isinstance(m, LoRALinear):
+            nn.init.normal_(m.lora_B, std=0.1)
+    theirs = get_peft_model(copy.deepcopy(tiny_llama), lora.lora_config(4, 8))
+    assert lora.copy_lora_to_peft(ours, theirs) == 14
+    ids = torch.randint(0, 64, (2, 12))
+    assert lora.max_logit_diff(ours, theirs, ids) < 1e-5
+    assert lora.max_logit_diff(ours, tiny_llama, ids) > 1e-3  # the adapters do change the output
+    before = ours(input_ids=ids).logits
+    lora.merge_lora(ours)
+    assert not any(isinstance(m, LoRALinear) for m in ours.modules())
+    assert (ours(input_ids=ids).logits - before).abs().max() < 1e-5
+
+
+def test_peft_adapters_save_reload_and_switch(tiny_llama, tmp_path):
+    from peft import PeftModel, get_peft_model
+
+    ids = torch.randint(0, 64, (1, 10))
+    logits = {}
+    for name, seed in (("one", 1), ("two", 2)):
+        torch.manual_seed(seed)
+        pm = get_peft_model(copy.deepcopy(tiny_llama), lora.lora_config(2))
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                nn.init.normal_(p, std=0.1)
+        pm.save_pretrained(tmp_path / name)
+        logits[name] = pm(input_ids=ids).logits.detach()
+    model = PeftModel.from_pretrained(copy.deepcopy(tiny_llama), tmp_path / "one", adapter_name="one")
+    model.load_adapter(tmp_path / "two", adapter_name="two")
+    for name in ("one", "two"):
+        model.set_adapter(name)
+        assert (model(input_ids=ids).logits - logits[name]).abs().max() < 1e-5
+    with model.disable_adapter():
+        assert (model(input_ids=ids).logits - tiny_llama(input_ids=ids).logits).abs().max() < 1e-5
+
+
+def test_facts_records_teach_with_other_phrasings():
+    cfg = lora.LoRAFactsConfig(max_facts=10)
+    taught, untaught = lora.split_unseen_facts(cfg)
+    assert len(taught) == 10 and not {q["id"] for q in taught} & {q["id"] for q in untaught}
+    records = lora.facts_training_records(taught)
+    assert len(records) >= len(taught)
+    for q in taught:
+        mine = [r for r in records if r["id"] == f"facts-{q['id']}"]
+        assert mine and all(q["answer"] in r["messages"][1]["content"] for r in mine)
+        users = {r["messages"][0]["content"] for r in mine}
+        if len(users) > 1 or q["question"] not in users:
+            assert q["question"] not in users  # the evaluation phrasing is never trained on
