@@ -42,6 +42,7 @@ __all__ = [
     "completion_kl",
     "default_config",
     "dpo_loss",
+    "fitting_pairs",
     "load_or_build_dpo_model",
     "load_policy",
     "pair_batch",
@@ -201,6 +202,13 @@ def pair_batch(tokenizer, records: list[dict[str, Any]], max_length: int | None 
         attention[i, : len(s)] = 1
         completion[i, : len(s)] = torch.tensor(m)
     return {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+
+
+def fitting_pairs(tokenizer, records: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
+    """The records whose prompt + chosen and prompt + rejected both fit in ``max_length`` tokens
+    (trl drops or cuts the others, so comparisons with trl use these)."""
+    return [r for r in records
+            if max(len(_render_ids(tokenizer, r["prompt"] + r[k])) for k in ("chosen", "rejected")) <= max_length]
 
 
 def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

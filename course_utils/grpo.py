@@ -202,9 +202,11 @@ def answer_logps(model, batch: dict[str, Any], temperature: float = 1.0) -> torc
 
 
 # ---------------------------------------------------------------------- the loop
-def train_grpo(model, tokenizer, tasks: list[dict[str, Any]], cfg: GRPOConfig, progress: bool = True) -> GRPORun:
+def train_grpo(model, tokenizer, tasks: list[dict[str, Any]], cfg: GRPOConfig, progress: bool = True,
+               reward_fn=rule_reward) -> GRPORun:
     """GRPO on ``tasks`` (from :func:`fact_tasks`): full fine-tuning of ``model`` in place,
-    against a frozen copy of it as the reference."""
+    against a frozen copy of it as the reference. ``reward_fn(reply, answer, stopped, max_words)``
+    returns a dict with ``reward``, ``correct``, ``short``, ``words`` (default :func:`rule_reward`)."""
     from tqdm.auto import tqdm
 
     if not tasks:
@@ -222,7 +224,7 @@ def train_grpo(model, tokenizer, tasks: list[dict[str, Any]], cfg: GRPOConfig, p
         chosen = rng.sample(tasks, min(cfg.prompts_per_step, len(tasks)))
         batch = sample_group(model, tokenizer, [t["prompt"] for t in chosen], cfg.group_size, cfg.max_new_tokens,
                              cfg.temperature)
-        scores = [rule_reward(r, chosen[i // cfg.group_size]["answer"], s, cfg.max_words)
+        scores = [reward_fn(r, chosen[i // cfg.group_size]["answer"], s, cfg.max_words)
                   for i, (r, s) in enumerate(zip(batch["replies"], batch["stopped"]))]
         rewards = torch.tensor([s["reward"] for s in scores]).view(len(chosen), cfg.group_size)
         adv = group_advantages(rewards).view(-1)
