@@ -81,6 +81,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 autocast if supported), "bf16" or "fp32"
     compile: bool = False  # torch.compile the model (faster steps, ~20 s cold start)
     seed: int = 1234  # seeds initialisation and data order
+    peak_matmul: int = 2048  # side of the square matmul that measures peak FLOP/s for MFU (0: no MFU)
 
     @property
     def seq_len(self) -> int:
@@ -102,7 +103,7 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "tiny": lambda: _preset(
         GPTConfig(vocab_size=512, max_seq_len=32, n_layer=2, n_head=2, d_model=32, ffn_hidden=96),
         batch_size=4, max_steps=12, warmup_steps=2, eval_every=4, eval_batches=2, checkpoint_every=4,
-        lr=3e-3,
+        lr=3e-3, peak_matmul=256,
     ),
     "fast": lambda: _preset(
         GPTConfig(max_seq_len=128, n_layer=2, n_head=4, d_model=128, ffn_hidden=352),
@@ -466,7 +467,7 @@ def train(
         fwd = torch.compile(fwd)
 
     flops_tok = model.flops_per_token(cfg.seq_len)
-    peak = measure_peak_flops(dtype, device) * world
+    peak = measure_peak_flops(dtype, device, n=cfg.peak_matmul) * world if cfg.peak_matmul else 0.0
     tokens_step = cfg.tokens_per_step(world)
     last = cfg.max_steps if stop_after_steps is None else min(cfg.max_steps, step + stop_after_steps)
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretraining", unit="step", disable=not progress or rank != 0)

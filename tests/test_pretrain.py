@@ -70,7 +70,7 @@ def test_training_beats_the_unigram_baseline(data):
     base = unigram_baseline(train_ids, val_ids, len(tok))
     assert result.val_loss < base - 0.3, (result.val_loss, base)
     assert result.tokens_seen == 60 * cfg.tokens_per_step()
-    assert result.tokens_per_s > 0 and 0 < result.mfu < 1.5
+    assert result.tokens_per_s > 0 and 0 < result.mfu < 1.5 and result.peak_flops > 0
     assert [r["step"] for r in result.history] == list(range(1, 61))
     lrs = [r["lr"] for r in result.history]
     assert max(lrs) == pytest.approx(cfg.lr) and lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio)
@@ -113,7 +113,7 @@ def _env():
 @pytest.mark.slow
 def test_killed_process_resumes_to_the_same_final_loss(text_file, tmp_path):
     out = tmp_path / "run"
-    args = ["pretrain", "--preset", "tiny", "--text-file", str(text_file), "--steps", "80",
+    args = ["pretrain", "--preset", "tiny", "--text-file", str(text_file), "--steps", "30",
             "--out", str(out), "--no-progress", "--json"]
     proc = subprocess.Popen(_cli(*args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     state = out / "checkpoint" / "state.json"
@@ -124,13 +124,13 @@ def test_killed_process_resumes_to_the_same_final_loss(text_file, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = json.loads(state.read_text())["step"]
-    assert 0 < killed_at < 80
+    assert 0 < killed_at < 30
     done = subprocess.run(_cli(*args, "--resume"), env=_env(), capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = json.loads(done.stdout.strip().splitlines()[-1])
-    assert resumed["resumed_from"] >= killed_at and resumed["steps"] == 80
+    assert resumed["resumed_from"] >= killed_at and resumed["steps"] == 30
     # the same run, uninterrupted, in this process
-    reference, _ = run_pretraining("tiny", text_file=text_file, max_steps=80, progress=False)
+    reference, _ = run_pretraining("tiny", text_file=text_file, max_steps=30, progress=False)
     assert resumed["val_loss"] == pytest.approx(reference.val_loss, abs=1e-6)
     assert (out / "config.json").exists()  # exported as a transformers folder too
 
@@ -139,17 +139,18 @@ def test_killed_process_resumes_to_the_same_final_loss(text_file, tmp_path):
 def test_two_process_ddp_keeps_ranks_identical(text_file, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            "-m", "course_utils.cli", "pretrain", "--preset", "tiny", "--text-file", str(text_file),
-           "--steps", "4", "--no-progress", "--json"]
+           "--steps", "2", "--no-progress", "--json"]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=REPO, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(results) == 2  # one per rank
-    for r in results:
-        assert r["world_size"] == 2 and r["steps"] == 4
-        assert r["weights_identical_across_ranks"] is True
-        assert len(r["rank_weight_digests"]) == 2
+    assert len(results) == 1  # rank 0 reports for both
+    r = results[0]
+    assert r["world_size"] == 2 and r["steps"] == 2
+    assert len(r["rank_weight_digests"]) == 2  # each rank hashed its own weights
+    assert r["weights_identical_across_ranks"] is True
+    assert r["rank_weight_digests"][0] == r["rank_weight_digests"][1]
     # both ranks together consumed twice the tokens of one
-    assert results[0]["tokens_seen"] == 4 * 2 * get_preset("tiny").tokens_per_step()
+    assert r["tokens_seen"] == 2 * 2 * get_preset("tiny").tokens_per_step()
 
 
 def test_peak_flops_is_measured():
