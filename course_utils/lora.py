@@ -148,7 +148,7 @@ class LoRAFactsConfig:
     max_facts: int | None = None  # cap on taught facts (None: no cap)
     r: int = 16  # LoRA rank
     alpha: float = 32.0  # LoRA alpha
-    max_steps: int = 300  # optimizer steps
+    max_steps: int = 200  # optimizer steps
     batch_size: int = 16  # conversations per step
     lr: float = 3e-3  # learning rate
     replay: int = 200  # SFT training conversations mixed in, so the format is not forgotten
@@ -209,7 +209,7 @@ def default_facts_config(settings: Settings | None = None) -> LoRAFactsConfig:
     """The budget of this mode."""
     settings = settings or get_settings()
     if settings.fast:
-        return LoRAFactsConfig(max_facts=12, max_steps=20, batch_size=8, replay=16, seed=settings.seed)
+        return LoRAFactsConfig(max_facts=12, max_steps=10, batch_size=8, replay=16, seed=settings.seed)
     return LoRAFactsConfig(seed=settings.seed)
 
 

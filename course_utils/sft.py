@@ -66,7 +66,7 @@ COURSE_SPECIAL = ["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assis
 class SFTRunConfig:
     """One SFT run (full fine-tuning, or LoRA when a peft config is passed to :func:`train_sft`)."""
 
-    max_steps: int = 400  # optimizer steps
+    max_steps: int = 300  # optimizer steps
     batch_size: int = 16  # conversations per step
     lr: float = 1e-3  # peak learning rate (linear warmup, then linear decay)
     warmup_ratio: float = 0.05  # share of steps spent warming up
