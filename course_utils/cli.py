@@ -175,10 +175,17 @@ def _cmd_export_hf(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.pretrain import load_checkpoint_model, load_or_build_base_model
 
     if args.run:
+        from pathlib import Path
+
+        from transformers import AutoTokenizer
+
         from course_utils.tokenizer import load_or_build_tokenizer
 
         model = load_checkpoint_model(args.run)
-        out = export_hf(model, args.out, load_or_build_tokenizer())
+        # `course pretrain --out` saved the run's own tokenizer next to the checkpoint
+        run = Path(args.run)
+        tok = AutoTokenizer.from_pretrained(run) if (run / "tokenizer.json").exists() else load_or_build_tokenizer()
+        out = export_hf(model, args.out, tok)
     else:
         path = load_or_build_base_model(preset=args.preset)
         out = __import__("pathlib").Path(args.out)

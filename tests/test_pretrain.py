@@ -133,6 +133,15 @@ def test_killed_process_resumes_to_the_same_final_loss(text_file, tmp_path):
     reference, _ = run_pretraining("tiny", text_file=text_file, max_steps=30, progress=False)
     assert resumed["val_loss"] == pytest.approx(reference.val_loss, abs=1e-6)
     assert (out / "config.json").exists()  # exported as a transformers folder too
+    # `course export-hf --run` exports the checkpoint again: same logits as the run's own export
+    from course_utils.cli import main
+    from course_utils.hf import load_hf
+
+    assert main(["export-hf", "--run", str(out), "--out", str(tmp_path / "hf")]) == 0
+    a, tok = load_hf(out)
+    b, _ = load_hf(tmp_path / "hf")
+    ids = torch.tensor([tok("Alda was born in")["input_ids"]])
+    assert float((a(input_ids=ids).logits - b(input_ids=ids).logits).abs().max()) < 1e-4
 
 
 @pytest.mark.slow
