@@ -342,6 +342,22 @@ def _add_reward_model(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_reward_model)
 
 
+def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.evaluation import run_eval
+
+    return run_eval(args.model, args.limit, progress=not args.no_progress)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "eval", "evaluate a model on the evaluation set: EM/F1, ROUGE, BLEU/chrF, perplexity, "
+                              "RAG metrics, with bootstrap confidence intervals")
+    p.add_argument("--model", default="sft",
+                   help="base | sft | lora | dpo | rag, or a transformers model folder (or hub id)")
+    p.add_argument("--limit", type=int, default=None, help="questions evaluated (default: 8 fast, 60 learner)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_eval)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_env,
     _add_artifacts,
@@ -354,6 +370,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_rag,
     _add_dpo,
     _add_reward_model,
+    _add_eval,
 ]
 
 
