@@ -98,3 +98,10 @@ def test_facts_records_teach_with_other_phrasings():
         users = {r["messages"][0]["content"] for r in mine}
         if len(users) > 1 or q["question"] not in users:
             assert q["question"] not in users  # the evaluation phrasing is never trained on
+
+
+def test_cli_registers_lora():
+    from course_utils.cli import build_parser
+
+    args = build_parser().parse_args(["lora", "--json", "--rank", "4", "--steps", "3"])
+    assert args.json and args.rank == 4 and args.steps == 3 and callable(args.func)

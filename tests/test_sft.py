@@ -105,3 +105,10 @@ def test_missing_folder_gets_a_sentence(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
         sft.load_base(tmp_path / "empty")
+
+
+def test_cli_registers_sft():
+    from course_utils.cli import build_parser
+
+    args = build_parser().parse_args(["sft", "--json", "--base-model", "some/folder", "--per-kind", "2"])
+    assert args.json and args.base_model == "some/folder" and args.per_kind == 2 and callable(args.func)
