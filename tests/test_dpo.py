@@ -14,7 +14,9 @@ from course_utils.data import load_preferences
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    folder = dpo.tiny_chat_model(tmp_path_factory.mktemp("tiny") / "sft")
+    texts = [m["content"] for r in load_preferences("train")[:120] for k in ("prompt", "chosen", "rejected")
+             for m in r[k]]
+    folder = dpo.tiny_chat_model(tmp_path_factory.mktemp("tiny") / "sft", texts=texts)
     model, tok, _ = dpo.load_policy(folder)
     return folder, model, tok
 
@@ -78,26 +80,29 @@ def test_loss_from_scratch_equals_trl(tiny, pairs):
     assert abs(ours - theirs["loss"]) < 1e-4
 
 
-def test_train_dpo_with_lora_and_artifact(tiny, pairs, tmp_path):
-    folder, model, tok = tiny
-    cfg = dpo.DPORunConfig(max_steps=4, batch_size=4, lr=5e-3, logging_steps=2, kl_every=2, kl_pairs=4, lora_r=4,
-                           lora_alpha=8, train_pairs=32)
-    run = dpo.train_dpo(copy.deepcopy(model), tok, pairs[0], cfg, kl_records=pairs[1], progress=False)
-    assert {"loss", "accuracy", "margin", "chosen", "rejected"} <= set(run.history[0])
-    assert run.kl[0] == {"step": 0, "kl": 0.0} and run.kl[-1]["kl"] > 0
-    assert 0 < run.trainable < run.total
-    # the reference is the same network with its adapters switched off
-    batch = dpo.pair_batch(tok, pairs[1][:2])
-    with torch.no_grad(), run.model.disable_adapter():
-        ref = dpo.sequence_logps(run.model, batch)
-    with torch.no_grad():
-        assert torch.allclose(ref, dpo.sequence_logps(model, batch), atol=1e-4)
-        assert not torch.allclose(dpo.sequence_logps(run.model, batch), ref, atol=1e-4)
+def test_train_dpo_with_lora_and_artifact(tiny, pairs):
+    from peft import PeftModel
 
+    folder, model, tok = tiny
+    cfg = dpo.DPORunConfig(max_steps=3, batch_size=4, lr=5e-3, logging_steps=1, kl_every=1, kl_pairs=4, lora_r=4,
+                           lora_alpha=8, train_pairs=24)
     path = dpo.load_or_build_dpo_model(sft_model=folder, config=cfg, progress=False)
     assert (path / "config.json").exists() and (path / "adapter" / "adapter_config.json").exists()
-    assert dpo.training_record(path)["history"]
-    merged, _ = dpo.load_model(path)
+    record = dpo.training_record(path)
+    assert {"loss", "accuracy", "margin", "chosen", "rejected"} <= set(record["history"][0])
+    assert record["kl"][0] == {"step": 0, "kl": 0.0} and record["kl"][-1]["kl"] > 0
+    assert 0 < record["summary"]["trainable"] < record["summary"]["total"]
+    # the reference is the same network with its adapters switched off
+    policy = PeftModel.from_pretrained(copy.deepcopy(model), path / "adapter").eval()
+    batch = dpo.pair_batch(tok, pairs[1][:2])
+    with torch.no_grad():
+        with policy.disable_adapter():
+            ref = dpo.sequence_logps(policy, batch)
+        assert torch.allclose(ref, dpo.sequence_logps(model, batch), atol=1e-4)
+        moved = dpo.sequence_logps(policy, batch)
+        assert not torch.allclose(moved, ref, atol=1e-4)
+        merged, _ = dpo.load_model(path)  # the merged folder is the same policy
+        assert torch.allclose(dpo.sequence_logps(merged, batch), moved, atol=1e-3)
     scores = dpo.preference_scores(merged, tok, pairs[1][:8], reference=model, progress=False)
     acc = dpo.preference_accuracy(scores)
     assert 0 <= acc["implicit"] <= 1 and set(acc["by_flaw"]) <= {r["flaw"] for r in pairs[1]}

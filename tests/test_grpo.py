@@ -10,6 +10,13 @@ import torch
 from course_utils import dpo, grpo
 
 
+def _texts():
+    from course_utils.data import load_preferences
+
+    return [m["content"] for r in load_preferences("train")[:120] for k in ("prompt", "chosen", "rejected")
+            for m in r[k]]
+
+
 def test_rule_reward():
     assert grpo.rule_reward("Anna was born in Vessary.", "Vessary")["reward"] == 1.5
     assert grpo.rule_reward("Anna was born in vessary", "Vessary", stopped=False)["reward"] == 1.0
@@ -52,7 +59,7 @@ def test_fact_tasks_come_from_the_world():
 
 
 def test_loop_runs_and_keeps_the_reference(tmp_path):
-    folder = dpo.tiny_chat_model(tmp_path / "tiny")
+    folder = dpo.tiny_chat_model(tmp_path / "tiny", texts=_texts())
     model, tok, _ = dpo.load_policy(folder)
     before = [p.detach().clone() for p in model.parameters()]
     cfg = grpo.GRPOConfig(steps=2, prompts_per_step=2, group_size=3, max_new_tokens=8, lr=1e-3)

@@ -8,9 +8,16 @@ from course_utils import dpo, reward
 from course_utils.data import load_preferences
 
 
+def _texts():
+    from course_utils.data import load_preferences
+
+    return [m["content"] for r in load_preferences("train")[:120] for k in ("prompt", "chosen", "rejected")
+            for m in r[k]]
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    return dpo.tiny_chat_model(tmp_path_factory.mktemp("tiny") / "sft")
+    return dpo.tiny_chat_model(tmp_path_factory.mktemp("tiny") / "sft", texts=_texts())
 
 
 def test_backbone_has_one_output(tiny_folder):
