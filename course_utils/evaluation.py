@@ -1,8 +1,8 @@
 """The evaluation harness: one function that runs any course model over questions and scores it.
 
-Taught in notebook 10 (evaluation); notebooks 04, 05, 06 and 08 compute their before/after
-figures with :func:`score_answer` / :func:`score_replies`, and ``course eval`` runs
-:func:`evaluate_model` from the command line. This module is the one place that scores an
+Taught in notebook 10 (evaluation); ``course eval`` runs :func:`evaluate_model` from the
+command line. Answers are scored by :func:`course_utils.metrics.score_answer` (re-exported
+here), the same function behind the before/after figures of notebooks 04, 05, 06 and 08. This module is the one place that scores an
 answer: every metric below is either a call into a well-kept library or, where none can run
 here, written out once with its reference definition in the docstring.
 
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from course_utils.metrics import best_over_golds, exact_match, normalize_answer, token_f1
+from course_utils.metrics import contains_answer, normalize_answer, score_answer
 from course_utils.settings import Settings, get_settings
 
 __all__ = [
@@ -96,26 +96,6 @@ _NONCOMMITTAL = re.compile(r"\b(does not say|doesn't say|do not know|don't know|
 
 
 # ===================================================================== per-answer scores
-def contains_answer(reply: str, golds: str | Sequence[str]) -> float:
-    """1.0 when a gold answer (or alias) appears in ``reply`` as whole words (case-insensitive).
-
-    The fair closed-book measure for an assistant that answers in a sentence: "The festival
-    takes place in Mestomgo." contains "Mestomgo" while its exact match is 0."""
-    golds = [golds] if isinstance(golds, str) else list(golds)
-    norm = " " + " ".join(_WORD.findall(reply.lower())) + " "
-    return float(any(" " + " ".join(_WORD.findall(g.lower())) + " " in norm for g in golds if g.strip()))
-
-
-def score_answer(reply: str, golds: str | Sequence[str]) -> dict[str, float]:
-    """``em``, ``f1`` (SQuAD rules, best over the gold answer and its aliases) and ``contains``.
-
-    The one function that scores a reply against short gold answers: the SFT, LoRA, DPO and
-    RAG stages all call it (through :func:`score_replies` or directly)."""
-    golds = [golds] if isinstance(golds, str) else list(golds)
-    return {"em": best_over_golds(exact_match, reply, golds), "f1": best_over_golds(token_f1, reply, golds),
-            "contains": contains_answer(reply, golds)}
-
-
 def _golds(q: dict[str, Any]) -> list[str]:
     return [q["answer"], *q.get("aliases", [])]
 
@@ -371,11 +351,10 @@ def classifier_curves(labels: Sequence[int], scores: Sequence[float]) -> dict[st
 
 
 # ===================================================================== LLM-as-judge
-RUBRIC_SINGLE = """You grade an answer to a question against a reference answer.
-Rubric: GOOD if the answer states the same fact as the reference (the wording may differ); BAD if it states a different fact, adds a fact the reference contradicts, or does not answer.
+RUBRIC_SINGLE = """You grade an answer to a question{ref_clause}.
+Rubric: GOOD if the answer is correct{ref_clause2} (the wording may differ); BAD if it states a wrong fact, adds something made up, or does not answer.
 
-Question: {question}
-Reference answer: {reference}
+Question: {question}{reference_line}
 Answer to grade: {answer}
 
 Reply with one word, GOOD or BAD."""
@@ -461,10 +440,17 @@ def make_judge(spec: str, settings: Settings | None = None, *, model: str | None
     return LocalJudge(m, tok, name=spec)
 
 
-def judge_single(judge, questions: Sequence[str], answers: Sequence[str], references: Sequence[str]) -> list[float]:
-    """Single-answer grading with :data:`RUBRIC_SINGLE`: 1.0 (GOOD), 0.0 (BAD), NaN (no verdict)."""
-    prompts = [RUBRIC_SINGLE.format(question=q, reference=r, answer=a)
-               for q, a, r in zip(questions, answers, references)]
+def judge_single(judge, questions: Sequence[str], answers: Sequence[str],
+                 references: Sequence[str] | None = None) -> list[float]:
+    """Single-answer grading with :data:`RUBRIC_SINGLE` (reference-guided when ``references``
+    are given): 1.0 (GOOD), 0.0 (BAD), NaN (the judge gave no verdict)."""
+    prompts = []
+    for i, (q, a) in enumerate(zip(questions, answers)):
+        ref = references[i] if references is not None else None
+        prompts.append(RUBRIC_SINGLE.format(
+            question=q, answer=a, ref_clause=" against a reference answer" if ref else "",
+            ref_clause2=" and states the same fact as the reference" if ref else "",
+            reference_line=f"\nReference answer: {ref}" if ref else ""))
     verdicts = judge.choose(prompts, ["GOOD", "BAD"])
     return [float("nan") if v is None else float(v.upper() == "GOOD") for v in verdicts]
 
@@ -700,8 +686,8 @@ def evaluate_model(model_spec: str | Path, questions: list[dict[str, Any]], *, s
 def select_questions(settings: Settings | None = None, n_seen: int = 30, n_unseen: int = 30,
                      seed: int = 0) -> list[dict[str, Any]]:
     """A report sample: ``n_seen`` seen fact questions and ``n_unseen`` unseen fact questions,
-    the unseen ones with the facts notebook 05's LoRA adapter was taught first (column
-    ``subset``: ``seen``, ``unseen-taught``, ``unseen-untaught``), in a stable random order."""
+    half of them among the facts notebook 05's LoRA adapter was taught (column ``subset``:
+    ``seen``, ``unseen-taught``, ``unseen-untaught``), drawn in a stable random order."""
     import random
 
     from course_utils.data import load_eval
@@ -721,9 +707,13 @@ def select_questions(settings: Settings | None = None, n_seen: int = 30, n_unsee
         pass
     unseen = load_eval(seen=False, kind="fact", settings=settings)
     rng.shuffle(unseen)
-    unseen.sort(key=lambda q: q["id"] not in taught_ids)  # taught first, stable
-    for q in unseen[:n_unseen]:
-        out.append({**q, "subset": "unseen-taught" if q["id"] in taught_ids else "unseen-untaught"})
+    taught = [q for q in unseen if q["id"] in taught_ids]
+    untaught = [q for q in unseen if q["id"] not in taught_ids]
+    n_taught = min(len(taught), (n_unseen + 1) // 2)
+    n_untaught = min(len(untaught), n_unseen - n_taught)
+    n_taught = min(len(taught), n_unseen - n_untaught)  # fewer untaught than asked: more taught
+    out += [{**q, "subset": "unseen-taught"} for q in taught[:n_taught]]
+    out += [{**q, "subset": "unseen-untaught"} for q in untaught[:n_untaught]]
     return out
 
 

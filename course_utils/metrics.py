@@ -1,4 +1,4 @@
-"""Answer metrics shared by every stage: SQuAD-style exact match and token F1.
+"""Answer metrics shared by every stage: SQuAD-style exact match, token F1, answer contained.
 
 Used from notebook 04 on (before/after SFT) and taught in notebook 10 (evaluation),
 which adds ROUGE, BLEU/chrF, ROC-AUC and the RAG metrics through their libraries.
@@ -16,10 +16,11 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-__all__ = ["best_over_golds", "exact_match", "normalize_answer", "token_f1"]
+__all__ = ["best_over_golds", "contains_answer", "exact_match", "normalize_answer", "score_answer", "token_f1"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
+_WORD = re.compile(r"\w+")
 
 
 def normalize_answer(text: str) -> str:
@@ -61,3 +62,25 @@ def best_over_golds(metric, prediction: str, golds: str | Sequence[str] | Iterab
     if not scores:
         raise ValueError("best_over_golds needs at least one gold answer.")
     return max(scores)
+
+
+def contains_answer(prediction: str, golds: str | Sequence[str]) -> float:
+    """1.0 when a gold answer (or alias) appears in ``prediction`` as whole words (case-insensitive).
+
+    The fair closed-book measure for an assistant that answers in a sentence: "The festival
+    takes place in Mestomgo." contains "Mestomgo" while its exact match is 0."""
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    norm = " " + " ".join(_WORD.findall(prediction.lower())) + " "
+    return float(any(" " + " ".join(_WORD.findall(g.lower())) + " " in norm for g in golds if g.strip()))
+
+
+def score_answer(prediction: str, golds: str | Sequence[str]) -> dict[str, float]:
+    """``em``, ``f1`` (best over the gold answer and its aliases) and ``contains`` of one reply.
+
+    The one function that scores a reply against short gold answers: the evaluation harness
+    (notebook 10, :mod:`course_utils.evaluation`) and the SFT, LoRA, DPO and RAG stages'
+    before/after figures all call it."""
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    return {"em": best_over_golds(exact_match, prediction, golds),
+            "f1": best_over_golds(token_f1, prediction, golds),
+            "contains": contains_answer(prediction, golds)}
