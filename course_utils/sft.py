@@ -225,7 +225,7 @@ def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | No
         max_length=max_length or cfg.max_length,
         assistant_only_loss=True,  # loss on assistant tokens only (needs {% generation %})
         packing=False,
-        logging_steps=cfg.logging_steps,
+        logging_steps=max(1, min(cfg.logging_steps, cfg.max_steps)),  # at least one logged loss
         save_strategy="no",
         report_to="none",
         seed=cfg.seed,
