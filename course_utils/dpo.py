@@ -66,7 +66,7 @@ class DPORunConfig:
 
     max_steps: int = 240  # optimizer steps
     batch_size: int = 8  # preference pairs per step
-    lr: float = 1e-3  # peak learning rate of the adapters (linear warmup, then linear decay)
+    lr: float = 5e-4  # peak learning rate of the adapters (linear warmup, then linear decay)
     warmup_ratio: float = 0.05  # share of steps spent warming up
     beta: float = 0.1  # strength of the pull towards the reference (higher: stay closer)
     lora_r: int = 16  # rank of each adapter
@@ -498,7 +498,8 @@ def default_config(settings: Settings | None = None) -> DPORunConfig:
     """The DPO budget of this mode (fast: proves it runs; learner: shows the effect)."""
     settings = settings or get_settings()
     if settings.fast:
-        return DPORunConfig(max_steps=12, batch_size=4, logging_steps=3, kl_every=4, kl_pairs=8, seed=settings.seed)
+        return DPORunConfig(max_steps=12, batch_size=4, lr=1e-3, logging_steps=3, kl_every=4, kl_pairs=8,
+                            seed=settings.seed)
     return DPORunConfig(seed=settings.seed)
 
 
