@@ -342,6 +342,41 @@ def _add_reward_model(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_reward_model)
 
 
+def _cmd_sft(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.settings import get_settings
+    from course_utils.sft import run_sft
+
+    return run_sft(get_settings(), base_model=args.base_model, per_kind=args.per_kind,
+                   eval_limit=args.eval_limit, progress=not args.no_progress)
+
+
+def _add_sft(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "sft", "supervised fine-tuning of the base model (cached as the SFT model), scored before and after")
+    p.add_argument("--base-model", default=None, help="a transformers model folder or hub id (default: the course base model)")
+    p.add_argument("--per-kind", type=int, default=None, help="held-out SFT conversations scored per kind (default by mode)")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluation-set seen questions scored (default by mode)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_sft)
+
+
+def _cmd_lora(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.lora import run_lora
+    from course_utils.settings import get_settings
+
+    return run_lora(get_settings(), base_model=args.base_model, rank=args.rank, steps=args.steps,
+                    eval_limit=args.eval_limit, progress=not args.no_progress)
+
+
+def _add_lora(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "lora", "LoRA: from scratch vs peft, LoRA vs full fine-tuning, merge, and the unseen-facts adapter")
+    p.add_argument("--base-model", default=None, help="a transformers model folder or hub id (default: the course base model)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank r (alpha = 2r)")
+    p.add_argument("--steps", type=int, default=None, help="LoRA training steps (default: as many as full SFT)")
+    p.add_argument("--eval-limit", type=int, default=None, help="questions scored per set (default by mode)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_lora)
+
+
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.evaluation import run_eval
 
@@ -370,6 +405,8 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_rag,
     _add_dpo,
     _add_reward_model,
+    _add_sft,
+    _add_lora,
     _add_eval,
 ]
 
