@@ -380,7 +380,7 @@ def _add_lora(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.evaluation import run_eval
 
-    return run_eval(args.model, args.limit, progress=not args.no_progress)
+    return run_eval(args.model, args.limit, progress=not args.no_progress, max_new_tokens=args.max_new_tokens)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -389,6 +389,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="sft",
                    help="base | sft | lora | dpo | rag, or a transformers model folder (or hub id)")
     p.add_argument("--limit", type=int, default=None, help="questions evaluated (default: 8 fast, 60 learner)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="tokens generated per answer (greedy)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_eval)
 

@@ -766,14 +766,15 @@ def plot_report(table, metric: str = "contains", by: str | None = None, ax=None,
 
 # ===================================================================== the command line
 def run_eval(model: str = "sft", limit: int | None = None, settings: Settings | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, max_new_tokens: int = 48) -> dict[str, Any]:
     """What ``course eval`` runs: :func:`evaluate_model` on ``limit`` questions of
     :func:`select_questions` (default by mode), returned as :meth:`EvalResult.as_dict` plus
     the score per subset."""
     settings = settings or get_settings()
     n = limit or (8 if settings.fast else 60)
     questions = select_questions(settings, n_seen=(n + 1) // 2, n_unseen=n // 2, seed=settings.seed)[:n]
-    cfg = EvalConfig(seed=settings.seed, progress=progress, n_boot=200 if settings.fast else 1000)
+    cfg = EvalConfig(seed=settings.seed, progress=progress, n_boot=200 if settings.fast else 1000,
+                     max_new_tokens=max_new_tokens)
     result = evaluate_model(model, questions, settings=settings, config=cfg)
     out = result.as_dict()
     out["by_subset"] = {s: {"n": int(len(t)), "contains": round(float(t["contains"].mean()), 4)}

@@ -276,7 +276,8 @@ def test_paired_difference_and_report_plot():
 def test_course_eval_json_on_a_folder(tiny_model, capsys):
     from course_utils.cli import main
 
-    assert main(["eval", "--model", str(tiny_model), "--limit", "2", "--json", "--no-progress"]) == 0
+    assert main(["eval", "--model", str(tiny_model), "--limit", "2", "--max-new-tokens", "4", "--json",
+                 "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["n"] == 2 and set(out["metrics"]) >= {"em", "f1", "contains", "rougeL", "chrf", "perplexity"}
     assert out["by_subset"]
