@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -98,15 +97,13 @@ def fact_tasks(settings: Settings | None = None, n: int | None = None, seed: int
     return tasks[:n] if n else tasks
 
 
-def _norm(text: str) -> str:
-    return " " + " ".join(re.findall(r"\w+", text.lower())) + " "
-
-
 def rule_reward(reply: str, answer: str, stopped: bool = True, max_words: int = 12) -> dict[str, float]:
     """The rule: ``correct`` = 1 when the gold value is in the reply (whole words, any case);
     ``short`` = 1 when the reply closed its turn within ``max_words`` words.
     ``reward = correct + 0.5 * short`` (so a short wrong answer is worth less than a right one)."""
-    correct = float(_norm(answer) in _norm(reply))
+    from course_utils.metrics import contains_answer  # the harness's "answer contained" (notebook 10)
+
+    correct = contains_answer(reply, answer)
     words = len(reply.split())
     short = float(stopped and words <= max_words)
     return {"reward": correct + 0.5 * short, "correct": correct, "short": short, "words": float(words)}

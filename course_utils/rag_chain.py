@@ -181,13 +181,11 @@ def cite(answer: str, question: str, passages: list[dict[str, Any]]) -> list[str
 def score_reply(reply: str, golds: list[str]) -> dict[str, float]:
     """``em`` and ``f1`` (SQuAD-style, best over the gold answer and its aliases) and
     ``contains`` (a gold answer appears in the reply as whole words: the fair measure for a
-    model that answers in a sentence)."""
-    from course_utils.metrics import best_over_golds, exact_match, token_f1
+    model that answers in a sentence): :func:`course_utils.metrics.score_answer`, the one
+    scoring of a reply that the evaluation harness (notebook 10) uses too."""
+    from course_utils.metrics import score_answer
 
-    norm = " " + " ".join(_WORD.findall(reply.lower())) + " "
-    contains = any(" " + " ".join(_WORD.findall(g.lower())) + " " in norm for g in golds)
-    return {"em": best_over_golds(exact_match, reply, golds), "f1": best_over_golds(token_f1, reply, golds),
-            "contains": float(contains)}
+    return score_answer(reply, golds)
 
 
 # ----------------------------------------------------------------------------- chains

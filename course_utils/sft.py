@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from course_utils.metrics import best_over_golds, exact_match, token_f1
+from course_utils.metrics import exact_match, score_answer, token_f1
 from course_utils.settings import Settings, get_settings
 
 __all__ = [
@@ -461,21 +461,12 @@ def score_eval(questions: list[dict[str, Any]], outputs: list[dict[str, Any]]) -
     """Scores of replies to evaluation-set questions (short gold answers with aliases):
     ``contains`` (the answer or an alias is in the reply: the main closed-book measure, since
     the assistant answers in a sentence), ``em`` and ``f1`` (best over answer and aliases),
-    ``stops``."""
+    ``stops``. Each reply is scored by :func:`course_utils.metrics.score_answer`, the one
+    scoring of a reply that the evaluation harness (notebook 10) uses too."""
     if len(questions) != len(outputs):
         raise ValueError(f"{len(questions)} questions but {len(outputs)} outputs.")
-    rows = []
-    for q, outp in zip(questions, outputs):
-        golds = [q["answer"], *q.get("aliases", [])]
-        reply = outp["reply"]
-        norm = " " + " ".join(re.findall(r"\w+", reply.lower())) + " "
-        rows.append({
-            "kind": q.get("kind", "?"),
-            "contains": float(any(" " + " ".join(re.findall(r"\w+", g.lower())) + " " in norm for g in golds)),
-            "em": best_over_golds(exact_match, reply, golds),
-            "f1": best_over_golds(token_f1, reply, golds),
-            "stops": float(outp["stopped"]),
-        })
+    rows = [{"kind": q.get("kind", "?"), **score_answer(outp["reply"], [q["answer"], *q.get("aliases", [])]),
+             "stops": float(outp["stopped"])} for q, outp in zip(questions, outputs)]
     return _aggregate(rows)
 
 
