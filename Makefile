@@ -19,6 +19,8 @@ LAB_PORT      ?= 8888
 NB_CELL_TIMEOUT ?= 600
 
 STAMP := $(VENV)/.course-installed
+# Idle OpenMP threads sleep instead of spinning (a shared 2-core CPU thrashes otherwise).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help setup lab test test-unit test-notebooks course slides lock clean
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spinning, which keeps a
+# shared 2-core machine from thrashing (notebook 02, "Your machine's peak").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
