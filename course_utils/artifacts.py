@@ -37,7 +37,7 @@ from typing import Any
 
 from course_utils.settings import Settings, get_settings
 
-__all__ = ["ArtifactRecord", "config_dict", "config_key", "list_artifacts", "load_or_build"]
+__all__ = ["ArtifactRecord", "config_dict", "config_key", "list_artifacts", "load_or_build", "training_record"]
 
 MARKER = "artifact.json"
 
@@ -165,3 +165,12 @@ def list_artifacts(settings: Settings | None = None) -> list[ArtifactRecord]:
                 )
             )
     return sorted(records, key=lambda r: r.built_at)
+
+
+def training_record(path: str | Path) -> dict[str, Any]:
+    """``training.json`` of a trained-model artifact (SFT, LoRA, reward model, DPO):
+    ``summary`` (final figures), ``history`` (logged steps) and ``base`` (what it started from)."""
+    file = Path(path) / "training.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: no training record; is {path} a trained-model artifact folder?")
+    return json.loads(file.read_text())

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from course_utils.artifacts import training_record
+from course_utils.hf import context_length, trainer_device_flags
 from course_utils.settings import Settings, get_settings
 
 __all__ = [
@@ -149,10 +151,6 @@ def load_policy(sft_model: str | Path | None = None, settings: Settings | None =
     return load_base(sft_model, settings)
 
 
-def _context(model) -> int:
-    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
-
-
 # ---------------------------------------------------------------------- the loss, from scratch
 def _render_ids(tokenizer, messages, add_generation_prompt: bool = False) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
@@ -262,7 +260,7 @@ def train_dpo_by_hand(policy, reference, tokenizer, records: list[dict[str, Any]
         p.requires_grad_(False)
     policy.train()
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr)
-    ctx = _context(policy)
+    ctx = context_length(policy)
     out = []
     for step in tqdm(range(1, steps + 1), desc="DPO by hand", disable=not progress, unit="step"):
         batch = pair_batch(tokenizer, rng.sample(records, min(batch_size, len(records))), ctx)
@@ -277,12 +275,6 @@ def train_dpo_by_hand(policy, reference, tokenizer, records: list[dict[str, Any]
 
 
 # ---------------------------------------------------------------------- trl
-def _device_flags() -> dict[str, Any]:
-    if torch.cuda.is_available():
-        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
-    return {"use_cpu": True, "bf16": False, "fp16": False}
-
-
 def _pref_dataset(records: list[dict[str, Any]]):
     from datasets import Dataset
 
@@ -303,7 +295,7 @@ def trl_dpo_loss(policy, reference, tokenizer, records: list[dict[str, Any]], be
     pol, ref = copy.deepcopy(policy).eval(), copy.deepcopy(reference).eval()
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(output_dir=tmp, beta=beta, per_device_train_batch_size=len(records), report_to="none",
-                         max_length=_context(policy), save_strategy="no", **_device_flags())
+                         max_length=context_length(policy), save_strategy="no", **trainer_device_flags())
         trainer = DPOTrainer(model=pol, ref_model=ref, args=args, train_dataset=_pref_dataset(records),
                              processing_class=tokenizer)
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
@@ -376,7 +368,7 @@ def train_dpo(model, tokenizer, records: list[dict[str, Any]], cfg: DPORunConfig
     if not records:
         raise ValueError("DPO needs at least one preference pair.")
     set_seed(cfg.seed)
-    max_length = min(cfg.max_length, _context(model))
+    max_length = min(cfg.max_length, context_length(model))
     kl_batch = pair_batch(tokenizer, (kl_records or records[-cfg.kl_pairs:])[: cfg.kl_pairs], max_length)
     kl_rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -385,7 +377,7 @@ def train_dpo(model, tokenizer, records: list[dict[str, Any]], cfg: DPORunConfig
             learning_rate=cfg.lr, warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
             lr_scheduler_type="linear", beta=cfg.beta, max_length=max_length, logging_steps=cfg.logging_steps,
             save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-            disable_tqdm=not progress, **_device_flags(),
+            disable_tqdm=not progress, **trainer_device_flags(),
         )
         trainer = DPOTrainer(model=model, args=args, train_dataset=_pref_dataset(records), processing_class=tokenizer,
                              peft_config=make_lora_config(cfg),
@@ -416,7 +408,7 @@ def preference_scores(model, tokenizer, records: list[dict[str, Any]], reference
     from tqdm.auto import tqdm
 
     model.eval()
-    ctx = _context(model)
+    ctx = context_length(model)
     out = []
     for start in tqdm(range(0, len(records), batch_size), desc=desc, disable=not progress, unit="batch"):
         chunk = records[start : start + batch_size]
@@ -540,11 +532,6 @@ def load_or_build_dpo_model(settings: Settings | None = None, sft_model: str | P
             {"summary": run.summary(), "history": run.history, "kl": run.kl, "sft": str(source)}))
 
     return load_or_build("dpo-model", key, build, settings=settings, rebuild=rebuild)
-
-
-def training_record(path: str | Path) -> dict[str, Any]:
-    """``training.json`` of a DPO artifact: ``summary``, ``history``, ``kl``, ``sft``."""
-    return json.loads(Path(path, "training.json").read_text())
 
 
 def load_model(path: str | Path):

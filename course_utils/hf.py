@@ -18,7 +18,33 @@ import torch
 
 from course_utils.model import GPT, GPTConfig
 
-__all__ = ["export_hf", "gpt_from_llama", "llama_config", "load_hf", "logits_max_diff", "to_llama"]
+__all__ = [
+    "context_length",
+    "export_hf",
+    "gpt_from_llama",
+    "llama_config",
+    "load_hf",
+    "logits_max_diff",
+    "to_llama",
+    "trainer_device_flags",
+]
+
+
+def context_length(model) -> int:
+    """A transformers model's context (``max_position_embeddings``), or 2048 if it does not say.
+
+    Used by every stage that trains or generates with a loaded model (notebooks 04-10).
+    """
+    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
+
+
+def trainer_device_flags() -> dict:
+    """Device flags for a transformers/trl ``TrainingArguments``: bf16 on a GPU that has it,
+    and on a CPU ``use_cpu=True, bf16=False`` (trl configs default to bf16, which fails there).
+    """
+    if torch.cuda.is_available():
+        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
+    return {"use_cpu": True, "bf16": False, "fp16": False}
 
 
 def llama_config(cfg: GPTConfig, *, bos_token_id=None, eos_token_id=None, pad_token_id=None):

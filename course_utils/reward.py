@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from course_utils.artifacts import training_record
+from course_utils.hf import context_length, trainer_device_flags
 from course_utils.settings import Settings, get_settings
 
 __all__ = [
@@ -79,16 +81,6 @@ class RewardRun:
         last = self.history[-1] if self.history else {}
         out.update(final_loss=last.get("loss"), final_accuracy=last.get("accuracy"))
         return out
-
-
-def _device_flags() -> dict[str, Any]:
-    if torch.cuda.is_available():
-        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
-    return {"use_cpu": True, "bf16": False, "fp16": False}
-
-
-def _context(model) -> int:
-    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
 
 
 # ---------------------------------------------------------------------- the model
@@ -150,9 +142,9 @@ def train_reward_model(model, tokenizer, records: list[dict[str, Any]], cfg: Rew
             output_dir=str(out_dir or tmp), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
             learning_rate=cfg.lr, warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
             lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
-            max_length=min(cfg.max_length, _context(model)), center_rewards_coefficient=cfg.center_rewards,
+            max_length=min(cfg.max_length, context_length(model)), center_rewards_coefficient=cfg.center_rewards,
             logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
-            data_seed=cfg.seed, dataloader_num_workers=0, disable_tqdm=not progress, **_device_flags(),
+            data_seed=cfg.seed, dataloader_num_workers=0, disable_tqdm=not progress, **trainer_device_flags(),
         )
         trainer = RewardTrainer(model=model, args=args, train_dataset=_pref_dataset(records),
                                 processing_class=tokenizer)
@@ -179,7 +171,7 @@ def reward_scores(model, tokenizer, prompts: list[list[dict[str, str]]], answers
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
     model.eval()
     device = next(model.parameters()).device
-    ctx = _context(model)
+    ctx = context_length(model)
     texts = [tokenizer.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
              for p, a in zip(prompts, answers)]
     pad = tokenizer.pad_token_id
@@ -320,11 +312,6 @@ def load_or_build_reward_model(settings: Settings | None = None, base_model: str
                                                           "base": source}))
 
     return load_or_build("reward-model", key, build, settings=settings, rebuild=rebuild)
-
-
-def training_record(path: str | Path) -> dict[str, Any]:
-    """``training.json`` of a reward-model artifact: ``summary``, ``history``, ``base``."""
-    return json.loads(Path(path, "training.json").read_text())
 
 
 def run_reward_model(settings: Settings | None = None, base_model: str | Path | None = None,

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from course_utils.artifacts import training_record
+from course_utils.hf import context_length, trainer_device_flags
 from course_utils.metrics import exact_match, score_answer, token_f1
 from course_utils.settings import Settings, get_settings
 
@@ -155,11 +157,6 @@ def load_base(base_model: str | Path | None = None, settings: Settings | None = 
     return model, tokenizer, source
 
 
-def context_length(model) -> int:
-    """The model's context (``max_position_embeddings``), or 2048 if it does not say."""
-    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
-
-
 # ---------------------------------------------------------------------- the mask, by hand
 def assistant_mask_by_hand(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     """``(ids, mask)`` of one conversation: ``mask[i] = 1`` when token ``i`` is part of an
@@ -204,12 +201,6 @@ def collate_by_hand(tokenizer, conversations: list[list[dict[str, str]]]) -> dic
 
 
 # ---------------------------------------------------------------------- training with trl
-def _device_flags() -> dict[str, Any]:
-    if torch.cuda.is_available():
-        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported(), "fp16": False}
-    return {"use_cpu": True, "bf16": False, "fp16": False}
-
-
 def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | None = None, **overrides: Any):
     """trl's ``SFTConfig`` for ``cfg``: CPU-safe flags, assistant-only loss, no checkpoints."""
     from trl import SFTConfig
@@ -233,7 +224,7 @@ def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | No
         dataloader_num_workers=0,
         dataset_num_proc=None,
         disable_tqdm=False,
-        **_device_flags(),
+        **trainer_device_flags(),
     )
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
@@ -541,11 +532,6 @@ def load_or_build_sft_model(settings: Settings | None = None, base_model: str | 
                                                           "base": source}))
 
     return load_or_build("sft-model", key, build, settings=settings, rebuild=rebuild)
-
-
-def training_record(path: str | Path) -> dict[str, Any]:
-    """``training.json`` of an SFT (or LoRA) artifact: ``summary``, ``history``, ``base``."""
-    return json.loads(Path(path, "training.json").read_text())
 
 
 def run_sft(settings: Settings | None = None, base_model: str | Path | None = None, per_kind: int | None = None,
