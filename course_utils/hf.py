@@ -25,6 +25,7 @@ __all__ = [
     "llama_config",
     "load_hf",
     "logits_max_diff",
+    "resolve_model_source",
     "to_llama",
     "trainer_device_flags",
 ]
@@ -36,6 +37,23 @@ def context_length(model) -> int:
     Used by every stage that trains or generates with a loaded model (notebooks 04-10).
     """
     return int(getattr(model.config, "max_position_embeddings", None) or 2048)
+
+
+def resolve_model_source(spec: str | Path, parameter: str = "BASE_MODEL") -> str:
+    """What to pass to ``from_pretrained``: a local model folder (checked) or a hub id.
+
+    A path that exists must hold ``config.json``; a string that looks like a path but does
+    not exist is a mistake, not a hub id, so it gets a sentence naming ``parameter``.
+    """
+    source = str(spec)
+    local = Path(source).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise FileNotFoundError(f"{local} has no config.json: it is not a transformers model folder.")
+        return str(local.resolve())
+    if source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No model folder at {source}: check the {parameter} path.")
+    return source
 
 
 def trainer_device_flags() -> dict:

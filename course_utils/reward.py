@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from course_utils.artifacts import training_record
-from course_utils.hf import context_length, trainer_device_flags
+from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.settings import Settings, get_settings
 
 __all__ = [
@@ -99,14 +99,7 @@ def load_backbone(base_model: str | Path | None = None, settings: Settings | Non
         from course_utils.sft import load_or_build_sft_model
 
         base_model = load_or_build_sft_model(settings)
-    source = str(base_model)
-    local = Path(source).expanduser()
-    if local.exists():
-        if not (local / "config.json").exists():
-            raise FileNotFoundError(f"{local} has no config.json: it is not a transformers model folder.")
-        source = str(local.resolve())
-    elif source.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"No model folder at {source}: check the REWARD_BASE path.")
+    source = resolve_model_source(base_model, "REWARD_BASE")
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
     ensure_chat_template(tokenizer, model)

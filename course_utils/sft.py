@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from course_utils.artifacts import training_record
-from course_utils.hf import context_length, trainer_device_flags
+from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.metrics import exact_match, score_answer, token_f1
 from course_utils.settings import Settings, get_settings
 
@@ -143,14 +143,7 @@ def load_base(base_model: str | Path | None = None, settings: Settings | None = 
 
         source = str(load_or_build_base_model(settings))
     else:
-        source = str(base_model)
-        local = Path(source).expanduser()
-        if local.exists():
-            if not (local / "config.json").exists():
-                raise FileNotFoundError(f"{local} has no config.json: it is not a transformers model folder.")
-            source = str(local.resolve())
-        elif source.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"No model folder at {source}: check the BASE_MODEL path.")
+        source = resolve_model_source(base_model, "BASE_MODEL")
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     ensure_chat_template(tokenizer, model)
