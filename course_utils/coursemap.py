@@ -1,8 +1,11 @@
 """The course map: every notebook, what it builds, and how long it takes.
 
 Taught in notebook 00 (section "The course map"); the README's table is checked
-against it by ``tests/test_readme.py``, so the two never drift. CPU times are for
-learner mode on a 2-core laptop CPU, measured with ``make course`` (``build/report.md``).
+against it by ``tests/test_readme.py``, so the two never drift. CPU times are learner
+mode on a quiet 2-core laptop CPU with the earlier stages' artifacts cached, as each
+notebook's title cell states them (estimated from measured step times where a full
+learner run could not be timed yet); ``make course`` measures them on your machine
+(``build/report.md``).
 """
 
 from __future__ import annotations
@@ -43,34 +46,34 @@ COURSE_MAP: tuple[Module, ...] = (
            "foundation", 1, 1),
     Module("01", "tokenization", "Tokenization",
            "byte-level BPE from scratch, a fast trained tokenizer, Unicode round trips",
-           "foundation", 3, 2),
+           "foundation", 1, 1),
     Module("02", "pretraining", "Pretraining a Llama-style model",
            "a decoder from scratch, a real training loop, checkpoints, export to transformers",
-           "foundation", 12, 4),
+           "foundation", 15, 4),
     Module("03", "scale_and_moe", "Scale and mixture of experts",
            "MoE vs dense, multi-process training, efficient attention, mixed precision",
            "foundation", 10, 4),
     Module("04", "sft", "Supervised fine-tuning",
            "chat template, assistant-only loss, instruction tuning with trl",
-           "fine-tune", 10, 3),
+           "fine-tune", 5, 2),
     Module("05", "lora_qlora", "LoRA and QLoRA",
            "LoRA from scratch vs peft, rank sweep, merge, NF4, teaching new facts",
-           "fine-tune", 10, 3),
+           "fine-tune", 9, 2),
     Module("06", "reward_model_dpo", "Reward model and DPO",
            "Bradley-Terry reward model, DPO from scratch vs trl, win rate and KL, GRPO small",
            "fine-tune", 10, 3),
     Module("07", "data_preparation", "Data preparation",
            "cleanse, deduplicate and chunk raw HTML/Markdown/text; effect on retrieval",
-           "knowledge", 5, 3),
+           "knowledge", 5, 1),
     Module("08", "rag_faiss_langchain", "RAG with FAISS and LangChain",
            "embeddings, FAISS flat/IVF/HNSW, BM25 and hybrid, a cited LCEL chain; closed-book vs RAG",
-           "knowledge", 10, 3),
+           "knowledge", 8, 2),
     Module("09", "llm_chains", "LLM chains",
            "a multi-step legal chain: articles, precedents, three drafts, judge, best answer",
            "application", 10, 3),
     Module("10", "evaluation", "Evaluation",
            "EM/F1, ROUGE, BLEU, ROC-AUC, LLM-as-judge, RAG metrics, human feedback, one report",
-           "quality", 10, 3),
+           "quality", 8, 2),
     Module("11", "security", "Security",
            "prompt injection, prompt leak, jailbreak: an attack suite and defenses",
            "quality", 10, 3),
