@@ -100,13 +100,15 @@ def fact_tasks(settings: Settings | None = None, n: int | None = None, seed: int
 def rule_reward(reply: str, answer: str, stopped: bool = True, max_words: int = 12) -> dict[str, float]:
     """The rule: ``correct`` = 1 when the gold value is in the reply (whole words, any case);
     ``short`` = 1 when the reply closed its turn within ``max_words`` words.
-    ``reward = correct + 0.5 * short`` (so a short wrong answer is worth less than a right one)."""
+    ``reward = correct * (1 + 0.5 * short)``: brevity earns a bonus only on a right answer.
+    (With ``correct + 0.5 * short`` a short *wrong* answer earns 0.5, and GRPO learns to be
+    short rather than right: reward hacking, measured in notebook 06's first version.)"""
     from course_utils.metrics import contains_answer  # the harness's "answer contained" (notebook 10)
 
     correct = contains_answer(reply, answer)
     words = len(reply.split())
     short = float(stopped and words <= max_words)
-    return {"reward": correct + 0.5 * short, "correct": correct, "short": short, "words": float(words)}
+    return {"reward": correct * (1.0 + 0.5 * short), "correct": correct, "short": short, "words": float(words)}
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -270,7 +272,7 @@ def plot_grpo(run_or_history, window: int = 3):
         return [sum(v[max(0, i - window + 1): i + 1]) / len(v[max(0, i - window + 1): i + 1]) for i in range(len(v))]
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
-    for key, label in (("reward", "reward (correct + 0.5 short)"), ("correct", "share correct"),
+    for key, label in (("reward", "reward (correct x (1 + 0.5 short))"), ("correct", "share correct"),
                        ("short", "share short")):
         a.plot(steps, smooth([r[key] for r in h]), label=label)
     a.set_xlabel("GRPO step")

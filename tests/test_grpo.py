@@ -24,6 +24,8 @@ def test_rule_reward():
     assert grpo.rule_reward(long, "Vessary", max_words=12) == {"reward": 1.0, "correct": 1.0, "short": 0.0,
                                                                "words": 21.0}
     assert grpo.rule_reward("Born in Vessaryton.", "Vessary")["correct"] == 0.0  # whole words only
+    short_wrong = grpo.rule_reward("Anna was born in Orlen.", "Vessary")
+    assert short_wrong["short"] == 1.0 and short_wrong["reward"] == 0.0  # no bonus for a short wrong answer
 
 
 def test_group_advantages():
