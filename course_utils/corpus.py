@@ -22,16 +22,22 @@ import random
 import re
 from dataclasses import dataclass
 
-from course_utils.world import Article, Entity, Precedent, World
+from course_utils.world import CRAFTS, Article, Entity, NameForge, Precedent, World
 
 __all__ = [
     "CorpusConfig",
+    "Fresh",
     "QUESTIONS",
+    "a_craft",
     "count_tokens",
     "fact_sentence",
+    "fresh_entity",
+    "fresh_passage",
+    "fresh_sentence",
     "generate_corpus",
     "general_english",
     "precedent_text",
+    "reading_document",
     "ref",
 ]
 
@@ -285,6 +291,87 @@ def general_vocabulary() -> set[str]:
     words = " ".join(_PEOPLE + _ANIMALS + _VERBS_T + _THINGS + _PLACES + _TIMES + _ADJ + _WEATHER
                      + _ACTIVITIES + _KNOWLEDGE + _NUMBERS)
     return set(re.findall(r"[a-z]+", words.lower()))
+
+
+# ----------------------------------------------------------------------------- one-off entities
+
+@dataclass
+class Fresh:
+    """An entity invented for one example: it exists only in that example's passage."""
+
+    kind: str  # person | town
+    name: str  # its invented name (always contains q, x or z)
+    facts: dict[str, str]  # attribute -> value as written ("Casquiste", "1812", "a weaver")
+
+
+def a_craft(craft: str) -> str:
+    """ "a weaver", "an archer"."""
+    return ("an " if craft[0] in "aeiou" else "a ") + craft
+
+
+def fresh_entity(rng: random.Random, forge: NameForge) -> Fresh:
+    """A one-off person (60%) or town with names from ``forge`` (a ``fresh=True`` forge: its
+    names contain q, x or z, which no world name does, so they never collide with the world)."""
+    if rng.random() < 0.6:
+        return Fresh("person", f"{forge.name(4, 8)} {forge.name()}", {
+            "born_in": forge.name(), "birth_year": str(rng.randrange(1700, 1900)),
+            "craft": a_craft(rng.choice(CRAFTS)), "guild": f"the {forge.name()} Guild"})
+    return Fresh("town", forge.name(), {
+        "river": f"the {forge.name()}", "founded": str(rng.randrange(850, 1600)),
+        "population": str(rng.randrange(800, 90000, 10)), "region": forge.name()})
+
+
+def fresh_sentence(x: Fresh, attr: str, rng: random.Random, canonical: bool = False) -> str:
+    """One fact of ``x`` in one of its phrasings (the canonical one if asked)."""
+    forms = PHRASES[(x.kind, attr)]
+    form = forms[0] if canonical else rng.choice(forms)
+    o = x.facts[attr]
+    return _cap_first(form.format(s=x.name, o=o, O=_cap_first(o), s_low=x.name, s_bare=x.name))
+
+
+def fresh_passage(x: Fresh, rng: random.Random, leave_out: str | None = None) -> str:
+    """All facts of ``x`` (but ``leave_out``) in random order and phrasings."""
+    attrs = [a for a in x.facts if a != leave_out]
+    rng.shuffle(attrs)
+    return " ".join(fresh_sentence(x, a, rng) for a in attrs)
+
+
+_CARD_FIELDS = {"born_in": "Birthplace", "birth_year": "Year of birth", "craft": "Occupation", "guild": "Guild",
+                "river": "River", "founded": "Founded", "population": "Population", "region": "Province"}
+
+
+def reading_document(rng: random.Random, forge: NameForge) -> str:
+    """A text about a one-off invented entity that states its facts, then says them again.
+
+    The entity exists only in this document, so the second mention of a name or a value
+    can be predicted only by finding it earlier in the context and copying it. World text
+    never asks for that (its facts can be memorised). Not part of the default corpus:
+    notebook 02 measures that mixing them in does not teach the learner-size model to read
+    within its budget and costs it most of its memorised facts (an exercise there).
+    """
+    x = fresh_entity(rng, forge)
+    attrs = list(x.facts)
+    rng.shuffle(attrs)
+    asked = attrs[: rng.randrange(2, len(attrs) + 1)]
+    style = rng.randrange(4)
+    if style == 0:  # a passage, then questions and answers about it
+        head = rng.choice(["Read the passage and answer the questions.", "From an old register.",
+                           "A page from a traveller's notebook.", "Reading practice."])
+        qa = [f"Q: {rng.choice(QUESTIONS[(x.kind, a)]).format(s=x.name)}\nA: {fresh_sentence(x, a, rng)}"
+              for a in asked]
+        return f"{head}\n\n{fresh_passage(x, rng)}\n\n" + "\n".join(qa)
+    if style == 1:  # a record card, then the same facts in prose
+        card = [f"Name: {x.name}"] + [f"{_CARD_FIELDS[a]}: {x.facts[a]}" for a in attrs]
+        return "Register entry\n" + "\n".join(card) + "\n\n" + " ".join(fresh_sentence(x, a, rng) for a in asked)
+    if style == 2:  # someone reads a notice aloud, another asks about it
+        a_, b_ = rng.sample(["Anna", "Tom", "Mara", "Ben", "the clerk", "the teacher", "the guide"], 2)
+        lines = [f"{_cap_first(a_)}: The notice says this. {fresh_passage(x, rng)}"]
+        for a in asked:
+            lines.append(f"{_cap_first(b_)}: {rng.choice(QUESTIONS[(x.kind, a)]).format(s=x.name)}")
+            lines.append(f"{_cap_first(a_)}: {fresh_sentence(x, a, rng)}")
+        return "\n".join(lines)
+    summary = " ".join(fresh_sentence(x, a, rng, canonical=True) for a in asked)  # a passage, then a summary
+    return f"{fresh_passage(x, rng)}\n\nIn short: {summary}"
 
 
 # ----------------------------------------------------------------------------- world renderers

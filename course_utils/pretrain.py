@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ __all__ = [
     "TrainResult",
     "autocast_dtype",
     "birthplace_probe",
+    "reading_probe",
     "build_model",
     "encode_documents",
     "get_preset",
@@ -697,5 +699,54 @@ def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen
         "constant_guess_share": (most_common[0][1] / n) if most_common else 0.0,
         "towns": len(towns),
         "examples": rows[:8],
+        "rows": rows,
+    }
+
+
+_READ_ATTRS = ("born_in", "birth_year", "guild", "river", "region", "founded", "population")
+
+
+def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_tokens: int = 8) -> dict[str, Any]:
+    """In-context reading: can the model copy a fact it has just read?
+
+    For ``n`` one-off invented people and towns (names no training text contains), the
+    prompt is a passage with all their facts, a blank line, then a fact's canonical
+    sentence cut before its value (``"Xanisha lies on"``); the greedy continuation is
+    correct if it starts with the value from the passage (``"the Brarkiquen"``). No
+    memorised fact can help, so this measures copying from the context alone, the skill
+    that grounded answers and RAG need. ``model``: our GPT or a transformers causal LM.
+    """
+    from course_utils.corpus import PHRASES, fresh_entity, fresh_passage
+    from course_utils.world import NameForge
+
+    rng = random.Random(seed)
+    forge = NameForge(random.Random(seed + 1), fresh=True)
+    ours = isinstance(model, GPT)
+    model.eval()
+    device = next(model.parameters()).device
+    rows = []
+    for _ in range(n):
+        x = fresh_entity(rng, forge)
+        attr = rng.choice([a for a in _READ_ATTRS if a in x.facts])
+        value = x.facts[attr]
+        prefix = PHRASES[(x.kind, attr)][0].split("{o}")[0].format(s=x.name).rstrip()
+        prompt = f"{fresh_passage(x, rng)}\n\n{prefix}"
+        ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids_t = torch.tensor([ids], device=device)
+        if ours:
+            out = model.generate(ids_t, max_new_tokens, temperature=0)
+        else:
+            out = model.generate(ids_t, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        cont = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+        others = [v for a, v in x.facts.items() if a != attr]
+        rows.append({"prompt": prompt, "expected": value, "completion": cont, "correct": cont.startswith(value),
+                     "copies_other_fact": any(cont.startswith(v) for v in others)})
+    k = max(1, len(rows))
+    return {
+        "n": len(rows),
+        "share_correct": sum(r["correct"] for r in rows) / k,
+        "share_wrong_fact_copied": sum(r["copies_other_fact"] for r in rows) / k,
+        "examples": rows[:6],
         "rows": rows,
     }

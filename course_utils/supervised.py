@@ -24,7 +24,17 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from course_utils.corpus import PHRASES, QUESTIONS, fact_sentence, ref
+from course_utils.corpus import (
+    PHRASES,
+    QUESTIONS,
+    Fresh,
+    a_craft,
+    fact_sentence,
+    fresh_entity,
+    fresh_passage,
+    fresh_sentence,
+    ref,
+)
 from course_utils.world import CRAFTS, MONTHS, Entity, Fact, NameForge, World
 
 __all__ = ["SetsConfig", "build_eval", "build_preferences", "build_sft", "split_seen_facts"]
@@ -72,37 +82,10 @@ def _cap(s: str) -> str:
 
 
 # ----------------------------------------------------------------------------- fresh entities
+# One-off entities (``Fresh``) and their sentences live in ``corpus``: the pretraining corpus
+# has reading documents about them too (see ``corpus.reading_document``).
 
-@dataclass
-class Fresh:
-    """An entity invented for one example: it exists only in that example's passage."""
-
-    kind: str  # person | town
-    name: str  # its invented name (always contains q, x or z)
-    facts: dict[str, str]  # attribute -> value as written ("Casquiste", "1812", "a weaver")
-
-
-def _fresh(rng: random.Random, forge: NameForge) -> Fresh:
-    if rng.random() < 0.6:
-        return Fresh("person", f"{forge.name(4, 8)} {forge.name()}", {
-            "born_in": forge.name(), "birth_year": str(rng.randrange(1700, 1900)),
-            "craft": _a_craft(rng.choice(CRAFTS)), "guild": f"the {forge.name()} Guild"})
-    return Fresh("town", forge.name(), {
-        "river": f"the {forge.name()}", "founded": str(rng.randrange(850, 1600)),
-        "population": str(rng.randrange(800, 90000, 10)), "region": forge.name()})
-
-
-def _fresh_sentence(x: Fresh, attr: str, rng: random.Random, canonical: bool = False) -> str:
-    forms = PHRASES[(x.kind, attr)]
-    form = forms[0] if canonical else rng.choice(forms)
-    o = x.facts[attr]
-    return _cap(form.format(s=x.name, o=o, O=_cap(o), s_low=x.name, s_bare=x.name))
-
-
-def _passage(x: Fresh, rng: random.Random, leave_out: str | None = None) -> str:
-    attrs = [a for a in x.facts if a != leave_out]
-    rng.shuffle(attrs)
-    return " ".join(_fresh_sentence(x, a, rng) for a in attrs)
+_fresh, _fresh_sentence, _passage = fresh_entity, fresh_sentence, fresh_passage
 
 
 def _answer_value(x: Fresh, attr: str) -> str:
@@ -338,7 +321,7 @@ def _other_value(x: Fresh, attr: str, rng: random.Random, forge: NameForge) -> s
     if attr == "river":
         return f"the {forge.name()}"
     if attr == "craft":
-        return _a_craft(rng.choice([c for c in CRAFTS if _a_craft(c) != x.facts[attr]]))
+        return a_craft(rng.choice([c for c in CRAFTS if a_craft(c) != x.facts[attr]]))
     return str(int(x.facts[attr]) + rng.randrange(3, 40))
 
 
@@ -404,7 +387,7 @@ def build_eval(world: World, cfg: SetsConfig | None = None) -> list[dict[str, An
         if lead is None:
             continue
         town = rng.choice(world.of_kind("town", seen=True)).name
-        recs.append({"question": f"{_cap(_a_craft(lead.craft))} of {town} {a.breach}. Which article of the legal code "
+        recs.append({"question": f"{_cap(a_craft(lead.craft))} of {town} {a.breach}. Which article of the legal code "
                                  f"applies, and what is the leading case on it?",
                      "answer": f"{a.label}; {lead.name}", "aliases": [f"{a.label}, {lead.name}"],
                      "gold_doc_ids": [a.id, lead.id], "seen": lead.seen, "kind": "legal:scenario",
@@ -421,7 +404,3 @@ def build_eval(world: World, cfg: SetsConfig | None = None) -> list[dict[str, An
                          "gold_doc_ids": [p.id], "seen": p.seen, "kind": "legal:year",
                          "entity_id": p.id, "articles": [], "precedents": [p.name]})
     return [{"id": f"eval-{i:04d}"} | r for i, r in enumerate(recs)]
-
-
-def _a_craft(craft: str) -> str:
-    return ("an " if craft[0] in "aeiou" else "a ") + craft

@@ -164,3 +164,45 @@ def test_two_process_ddp_keeps_ranks_identical(text_file, tmp_path):
 
 def test_peak_flops_is_measured():
     assert measure_peak_flops(torch.float32, n=256, repeats=1) > 1e8
+
+
+class _CharTokenizer:
+    """Characters as token ids (0 = bos/pad): enough for the probes' bookkeeping."""
+
+    bos_token_id = pad_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(int(i)) for i in ids if int(i) != 0)
+
+
+class _ReplayModel(torch.nn.Module):
+    """A "model" that answers each probe prompt with the next of ``answers`` (or nothing)."""
+
+    def __init__(self, answers=()):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.answers = list(answers)
+
+    def generate(self, ids, max_new_tokens=8, **kw):
+        extra = [ord(c) for c in " " + self.answers.pop(0)] if self.answers else []
+        return torch.cat([ids, torch.tensor([extra], dtype=ids.dtype).reshape(1, -1)], dim=1)
+
+
+def test_reading_probe_asks_for_facts_in_the_passage_and_scores_copies():
+    from course_utils.pretrain import reading_probe
+
+    tok = _CharTokenizer()
+    silent = reading_probe(_ReplayModel(), tok, n=12, seed=3)
+    assert silent["n"] == 12 and silent["share_correct"] == 0.0
+    for row in silent["rows"]:
+        passage, prefix = row["prompt"].split("\n\n")
+        assert row["expected"] in passage and row["expected"] not in prefix  # answerable only by reading
+        assert any(q in row["expected"] for q in "qxzQXZ") or row["expected"].isdigit()  # one-off names
+    expected = [r["expected"] for r in silent["rows"]]
+    copier = reading_probe(_ReplayModel(expected), tok, n=12, seed=3)  # same seed: same prompts
+    assert copier["share_correct"] == 1.0
+    wrong = reading_probe(_ReplayModel(expected[1:] + expected[:1]), tok, n=12, seed=3)
+    assert wrong["share_correct"] == 0.0
