@@ -244,7 +244,9 @@ def answer_questions(questions: list[dict], llm, index: RagIndex | None = None, 
     """Answer evaluation questions closed-book (``index=None``) or with RAG, and score each.
 
     Rows: ``id``, ``seen``, ``kind``, ``reply``, ``em``, ``f1``, ``contains`` and, with RAG,
-    ``cited_ids`` and ``cited_gold`` (a cited passage comes from a gold document).
+    ``cited_ids``, ``cited_gold`` (a cited passage comes from a gold document) and
+    ``in_context`` (a gold answer is in the passages the model was given, after
+    :func:`fit_passages`: the most RAG can reach if the model reads perfectly).
     """
     from tqdm.auto import tqdm
 
@@ -264,6 +266,9 @@ def answer_questions(questions: list[dict], llm, index: RagIndex | None = None, 
             row = {"id": q["id"], "seen": q.get("seen"), "kind": q.get("kind"), "reply": reply,
                    **score_reply(reply, [q["answer"], *q.get("aliases", [])])}
             if index is not None:
+                given = fit_passages([d.page_content for d in out["docs"]], q["question"], llm.pipeline.tokenizer,
+                                     _context_length(llm), max_new_tokens)
+                row["in_context"] = score_reply(" ".join(given), [q["answer"], *q.get("aliases", [])])["contains"]
                 golds = {index.duplicates.get(g, g) for g in q.get("gold_doc_ids", [])}
                 row["cited_ids"] = out["cited_ids"]
                 row["cited_gold"] = float(any(c.split("#")[0] in golds for c in out["cited_ids"]))

@@ -178,9 +178,12 @@ def test_chain_ask_and_answer_questions_run_with_a_tiny_model(index, tiny_llm):
         ask("  ", index)
     qs = [{"id": "q1", "question": "Where was Warath Trernbri born?", "answer": "Kithka", "aliases": [],
            "gold_doc_ids": ["person-1"], "seen": False, "kind": "fact:born_in"}] * 3
-    rows = answer_questions(qs, llm, index, k=2, progress=False)
+    rows = answer_questions(qs, llm, index, k=2, max_new_tokens=8, progress=False)
     closed = answer_questions(qs, llm, None, progress=False)
     assert len(rows) == len(closed) == 3 and {"em", "f1", "contains", "cited_ids"} <= set(rows[0])
+    assert rows[0]["in_context"] == 1.0 and "in_context" not in closed[0]  # person-1 says Kithka; retrieved first
+    absent = answer_questions([dict(qs[0], answer="Nowhereville")], llm, index, k=2, max_new_tokens=8, progress=False)
+    assert absent[0]["in_context"] == 0.0
 
 
 def test_cli_rag_index_and_ask(tmp_path, capsys, tiny_llm):
