@@ -66,9 +66,10 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class DPORunConfig:
     """One DPO run with LoRA adapters (the reference is the model with adapters off)."""
 
-    max_steps: int = 240  # optimizer steps
+    max_steps: int = 160  # optimizer steps
     batch_size: int = 8  # preference pairs per step
-    lr: float = 5e-4  # peak learning rate of the adapters (linear warmup, then linear decay)
+    lr: float = 2e-4  # peak learning rate of the adapters (linear warmup, then linear decay); 240 steps at
+    # 5e-4 drifted to a KL of 1.5 nats/token and cost 5 points of recall on the evaluation set (measured)
     warmup_ratio: float = 0.05  # share of steps spent warming up
     beta: float = 0.1  # strength of the pull towards the reference (higher: stay closer)
     lora_r: int = 16  # rank of each adapter
