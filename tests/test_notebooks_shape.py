@@ -75,3 +75,14 @@ def test_notebook_numbers_are_unique_and_ordered():
     numbers = [int(p.name[:2]) for p in NOTEBOOKS]
     assert numbers == sorted(set(numbers))
     assert (repo_root() / "notebooks" / "00_llmops_overview.ipynb") in NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_cell_has_a_unique_id(path):
+    import json
+
+    raw = json.loads(path.read_text(encoding="utf-8"))  # nbformat.read would quietly invent missing ids
+    ids = [cell.get("id") for cell in raw["cells"]]
+    missing = [i for i, cell_id in enumerate(ids) if not cell_id]
+    assert not missing, f"{path.name}: cells {missing} have no id (nbformat 4.5 requires one)"
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
