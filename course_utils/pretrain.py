@@ -49,7 +49,6 @@ __all__ = [
     "TrainResult",
     "autocast_dtype",
     "birthplace_probe",
-    "reading_probe",
     "build_model",
     "encode_documents",
     "get_preset",
@@ -57,6 +56,7 @@ __all__ = [
     "load_or_build_base_model",
     "load_token_data",
     "measure_peak_flops",
+    "reading_probe",
     "run_pretraining",
     "train",
     "unigram_baseline",
@@ -655,6 +655,18 @@ def load_or_build_base_model(settings: Settings | None = None, preset: str | Non
 
 # ---------------------------------------------------------------------- probing what it learned
 @torch.no_grad()
+def _greedy_continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """The greedy continuation of ``<bos> + prompt`` (special tokens dropped, stripped), from
+    our :class:`~course_utils.model.GPT` or a transformers causal LM in eval mode."""
+    ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    if isinstance(model, GPT):
+        out = model.generate(x, max_new_tokens, temperature=0)
+    else:
+        out = model.generate(x, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+
+
 def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen: bool = True,
                      limit: int | None = None, max_new_tokens: int = 8) -> dict[str, Any]:
     """Closed-book probe of facts: complete ``"<person> was born in"`` greedily and check
@@ -671,21 +683,12 @@ def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen
     w = load_world(settings)
     facts = [f for f in w.facts(seen=seen) if f.attribute == "born_in"][:limit]
     towns = {f.value for f in w.facts() if f.attribute == "born_in"}
-    ours = isinstance(model, GPT)
     model.eval()
-    device = next(model.parameters()).device
     rows = []
     for f in facts:
         name = w.get(f.entity_id).name
         prompt = f"{name} was born in"
-        ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        x = torch.tensor([ids], device=device)
-        if ours:
-            out = model.generate(x, max_new_tokens, temperature=0)
-        else:
-            out = model.generate(x, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        cont = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+        cont = _greedy_continuation(model, tokenizer, prompt, max_new_tokens)
         answer = cont.removeprefix("the town of ").strip()
         rows.append({"prompt": prompt, "expected": f.value, "completion": cont,
                      "correct": answer.startswith(f.value),
@@ -721,9 +724,7 @@ def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_token
 
     rng = random.Random(seed)
     forge = NameForge(random.Random(seed + 1), fresh=True)
-    ours = isinstance(model, GPT)
     model.eval()
-    device = next(model.parameters()).device
     rows = []
     for _ in range(n):
         x = fresh_entity(rng, forge)
@@ -731,14 +732,7 @@ def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_token
         value = x.facts[attr]
         prefix = PHRASES[(x.kind, attr)][0].split("{o}")[0].format(s=x.name).rstrip()
         prompt = f"{fresh_passage(x, rng)}\n\n{prefix}"
-        ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ids_t = torch.tensor([ids], device=device)
-        if ours:
-            out = model.generate(ids_t, max_new_tokens, temperature=0)
-        else:
-            out = model.generate(ids_t, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        cont = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+        cont = _greedy_continuation(model, tokenizer, prompt, max_new_tokens)
         others = [v for a, v in x.facts.items() if a != attr]
         rows.append({"prompt": prompt, "expected": value, "completion": cont, "correct": cont.startswith(value),
                      "copies_other_fact": any(cont.startswith(v) for v in others)})

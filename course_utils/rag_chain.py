@@ -195,7 +195,8 @@ def rag_chain(retriever: Runnable, llm, *, max_new_tokens: int = 48) -> Runnable
 
     ``retriever`` maps a question to LangChain ``Document``s (metadata with ``id``);
     ``llm`` is :func:`load_llm`'s pipeline. The chain takes a question string and returns
-    ``{"question", "docs", "answer", "cited_ids"}``.
+    ``{"question", "docs", "context", "answer", "cited_ids"}``; ``context`` is the passage
+    text the model was given (as many retrieved passages as fit, :func:`fit_passages`).
     """
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import PromptTemplate
@@ -204,18 +205,19 @@ def rag_chain(retriever: Runnable, llm, *, max_new_tokens: int = 48) -> Runnable
     prompt = PromptTemplate.from_template(PROMPT_TEMPLATE)
     tok, ctx = llm.pipeline.tokenizer, _context_length(llm)
 
-    def context_of(x: dict) -> dict:
-        passages = fit_passages([d.page_content for d in x["docs"]], x["question"], tok, ctx, max_new_tokens)
-        return {"context": " ".join(passages), "question": x["question"]}
+    def context_of(x: dict) -> str:
+        return " ".join(fit_passages([d.page_content for d in x["docs"]], x["question"], tok, ctx, max_new_tokens))
 
+    fill = RunnableLambda(lambda x: {"context": x["context"], "question": x["question"]})
     to_chat = RunnableLambda(lambda p: _chat_text(llm, p.to_string()))
-    answer = RunnableLambda(context_of) | prompt | to_chat | llm | StrOutputParser() | RunnableLambda(_clean_reply)
+    answer = fill | prompt | to_chat | llm | StrOutputParser() | RunnableLambda(_clean_reply)
 
     def with_citations(x: dict) -> dict:
         passages = [{"id": d.metadata.get("id"), "text": d.page_content} for d in x["docs"]]
         return {**x, "cited_ids": cite(x["answer"], x["question"], passages)}
 
-    return (RunnableParallel(docs=retriever, question=RunnablePassthrough()).assign(answer=answer)
+    return (RunnableParallel(docs=retriever, question=RunnablePassthrough())
+            .assign(context=RunnableLambda(context_of)).assign(answer=answer)
             | RunnableLambda(with_citations))
 
 
@@ -263,12 +265,11 @@ def answer_questions(questions: list[dict], llm, index: RagIndex | None = None, 
         outs = chain.batch([q["question"] for q in batch])
         for q, out in zip(batch, outs):
             reply = out if isinstance(out, str) else out["answer"]
+            answers = [q["answer"], *q.get("aliases", [])]
             row = {"id": q["id"], "seen": q.get("seen"), "kind": q.get("kind"), "reply": reply,
-                   **score_reply(reply, [q["answer"], *q.get("aliases", [])])}
+                   **score_reply(reply, answers)}
             if index is not None:
-                given = fit_passages([d.page_content for d in out["docs"]], q["question"], llm.pipeline.tokenizer,
-                                     _context_length(llm), max_new_tokens)
-                row["in_context"] = score_reply(" ".join(given), [q["answer"], *q.get("aliases", [])])["contains"]
+                row["in_context"] = score_reply(out["context"], answers)["contains"]
                 golds = {index.duplicates.get(g, g) for g in q.get("gold_doc_ids", [])}
                 row["cited_ids"] = out["cited_ids"]
                 row["cited_gold"] = float(any(c.split("#")[0] in golds for c in out["cited_ids"]))

@@ -53,7 +53,7 @@ __all__ = [
 class RewardRunConfig:
     """One reward-model run (full fine-tuning of the backbone and the new scalar head)."""
 
-    max_steps: int = 150  # optimizer steps (200 gave 100% on the clear flaws and took 233 s; 150 keeps notebook 06 near 10 min)
+    max_steps: int = 150  # optimizer steps (200 took 233 s for the same 100% on the clear flaws)
     batch_size: int = 16  # preference pairs per step
     lr: float = 5e-4  # peak learning rate (linear warmup, then linear decay)
     warmup_ratio: float = 0.05  # share of steps spent warming up

@@ -82,11 +82,8 @@ def _cap(s: str) -> str:
 
 
 # ----------------------------------------------------------------------------- fresh entities
-# One-off entities (``Fresh``) and their sentences live in ``corpus``: the pretraining corpus
-# has reading documents about them too (see ``corpus.reading_document``).
-
-_fresh, _fresh_sentence, _passage = fresh_entity, fresh_sentence, fresh_passage
-
+# One-off entities (``Fresh``, ``fresh_entity``, ``fresh_passage``, ``fresh_sentence``) live in
+# ``corpus``, which also renders reading documents about them (``corpus.reading_document``).
 
 def _answer_value(x: Fresh, attr: str) -> str:
     return x.facts[attr]
@@ -112,32 +109,32 @@ def _closed_book(world, f, rng):
 
 
 def _grounded(rng, forge):
-    x = _fresh(rng, forge)
+    x = fresh_entity(rng, forge)
     attr = rng.choice(list(x.facts))
     q = rng.choice(QUESTIONS[(x.kind, attr)]).format(s=x.name)
-    return [{"role": "user", "content": _grounded_prompt(_passage(x, rng), q, rng)},
-            {"role": "assistant", "content": _fresh_sentence(x, attr, rng, canonical=True)}]
+    return [{"role": "user", "content": _grounded_prompt(fresh_passage(x, rng), q, rng)},
+            {"role": "assistant", "content": fresh_sentence(x, attr, rng, canonical=True)}]
 
 
 def _not_in_passage(rng, forge):
-    x = _fresh(rng, forge)
+    x = fresh_entity(rng, forge)
     attr = rng.choice(list(x.facts))
     q = rng.choice(QUESTIONS[(x.kind, attr)]).format(s=x.name)
-    return [{"role": "user", "content": _grounded_prompt(_passage(x, rng, leave_out=attr), q, rng)},
+    return [{"role": "user", "content": _grounded_prompt(fresh_passage(x, rng, leave_out=attr), q, rng)},
             {"role": "assistant", "content": f"The passage does not say {_MISSING[attr].format(s=x.name)}."}]
 
 
 def _summarise(rng, forge):
-    x = _fresh(rng, forge)
+    x = fresh_entity(rng, forge)
     f = x.facts
     summary = (f"{x.name} was {f['craft']} born in {f['born_in']} in {f['birth_year']}." if x.kind == "person"
                else f"{x.name} is a town on {f['river']}, founded in {f['founded']}.")
-    return [{"role": "user", "content": f"Summarise this paragraph in one sentence.\n\n{_passage(x, rng)}"},
+    return [{"role": "user", "content": f"Summarise this paragraph in one sentence.\n\n{fresh_passage(x, rng)}"},
             {"role": "assistant", "content": summary}]
 
 
 def _extract_json(rng, forge):
-    x = _fresh(rng, forge)
+    x = fresh_entity(rng, forge)
     keys = list(x.facts)
     data = {"name": x.name} | {k: x.facts[k].removeprefix("the ").removeprefix("a ").removeprefix("an ")
                                 for k in keys}
@@ -147,7 +144,7 @@ def _extract_json(rng, forge):
         if k in data:
             data[k] = int(data[k])
     fields = ", ".join(["name"] + keys)
-    return [{"role": "user", "content": f"Extract these fields as JSON: {fields}.\n\n{_passage(x, rng)}"},
+    return [{"role": "user", "content": f"Extract these fields as JSON: {fields}.\n\n{fresh_passage(x, rng)}"},
             {"role": "assistant", "content": json.dumps(data)}]
 
 
@@ -165,8 +162,8 @@ def _classify(rng, forge):
         text = " ".join(rng.sample(_REVIEWS[label], 2))
         return [{"role": "user", "content": f"Is this review positive or negative? Answer with one word.\n\n{text}"},
                 {"role": "assistant", "content": label}]
-    x = _fresh(rng, forge)
-    return [{"role": "user", "content": f"Is this paragraph about a person or a town? Answer with one word.\n\n{_passage(x, rng)}"},
+    x = fresh_entity(rng, forge)
+    return [{"role": "user", "content": f"Is this paragraph about a person or a town? Answer with one word.\n\n{fresh_passage(x, rng)}"},
             {"role": "assistant", "content": x.kind}]
 
 
@@ -296,15 +293,15 @@ def _pref(flaw: str, world: World, facts: list[Fact], rng: random.Random, forge:
             rejected = " ".join(rng.sample(_RAMBLE[:-1], 3) + [_RAMBLE[-1], chosen,
                                                                rng.choice(_RAMBLE[:-1])])
     else:
-        x = _fresh(rng, forge)
+        x = fresh_entity(rng, forge)
         attr = rng.choice(list(x.facts))
         q = rng.choice(QUESTIONS[(x.kind, attr)]).format(s=x.name)
-        prompt = _grounded_prompt(_passage(x, rng), q, rng)
-        chosen = _fresh_sentence(x, attr, rng, canonical=True)
+        prompt = _grounded_prompt(fresh_passage(x, rng), q, rng)
+        chosen = fresh_sentence(x, attr, rng, canonical=True)
         if flaw == "ignores_passage":  # answers with a value the passage does not give
             y = Fresh(x.kind, x.name, dict(x.facts))
             y.facts[attr] = _other_value(x, attr, rng, forge)
-            rejected = _fresh_sentence(y, attr, rng, canonical=True)
+            rejected = fresh_sentence(y, attr, rng, canonical=True)
         else:  # unsupported_claim
             rejected = chosen + " " + rng.choice(_UNSUPPORTED).format(s=x.name)
     return {"flaw": flaw, "prompt": [{"role": "user", "content": prompt}],
