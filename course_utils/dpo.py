@@ -549,7 +549,7 @@ def run_dpo(settings: Settings | None = None, sft_model: str | Path | None = Non
     model on held-out preference pairs (likelihood and implicit-reward accuracy) and on the
     evaluation set's seen fact questions (exact match, answer contained)."""
     from course_utils.data import load_eval, load_preferences
-    from course_utils.sft import generate_answers, score_eval
+    from course_utils.evaluation import EvalConfig, evaluate_model
 
     settings = settings or get_settings()
     pairs = pairs or (40 if settings.fast else 300)
@@ -564,12 +564,12 @@ def run_dpo(settings: Settings | None = None, sft_model: str | Path | None = Non
     acc_dpo = preference_accuracy(preference_scores(dpo, tok, held, reference=sft, progress=progress,
                                                     desc="DPO pairs"), beta)
     questions = load_eval(seen=True, kind="fact", settings=settings)[:eval_limit]
-    convs = [[{"role": "user", "content": q["question"]}] for q in questions]
+    cfg = EvalConfig(max_new_tokens=max_new_tokens, perplexity=False, relevancy=False, progress=progress,
+                     seed=settings.seed)
     ev = {}
     for name, m in (("sft", sft), ("dpo", dpo)):
-        outs = generate_answers(m, tok, convs, max_new_tokens, progress=progress, desc=f"{name} eval questions")
-        s = score_eval(questions, outs)
-        ev[name] = {k: round(s[k], 4) for k in ("em", "f1", "contains", "stops")}
+        s = evaluate_model(name, questions, settings=settings, config=cfg, model=m, tokenizer=tok).scores()
+        ev[name] = {k: round(s[k], 4) for k in ("em", "f1", "contains", "stopped")}
     return {
         "dpo_model": str(path),
         "training": rec["summary"],

@@ -60,8 +60,12 @@ __all__ = [
     "context_recall",
     "contains_answer",
     "corpus_scores",
+    "evaluate_chain",
     "evaluate_model",
     "faithfulness",
+    "first_sentence",
+    "format_scores",
+    "grounded_scores",
     "judge_agreement",
     "judge_pairwise",
     "judge_single",
@@ -82,8 +86,9 @@ __all__ = [
 #: The course's models by name; anything else is a local folder or a hub id.
 MODEL_SPECS = ("base", "sft", "lora", "dpo", "rag")
 #: The per-example columns that :func:`summarize` reports by default, in this order.
-SUMMARY_METRICS = ("contains", "em", "f1", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "perplexity",
-                   "answer_relevancy", "context_precision", "context_recall", "faithfulness")
+SUMMARY_METRICS = ("contains", "em", "f1", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "stopped", "answer_first",
+                   "format", "grounded_correct", "grounded_faithful", "perplexity", "answer_relevancy",
+                   "context_precision", "context_recall", "faithfulness", "in_context", "cited_gold")
 
 _WORD = re.compile(r"\w+")
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
@@ -105,6 +110,56 @@ def score_replies(questions: list[dict[str, Any]], replies: list[str]) -> list[d
     if len(questions) != len(replies):
         raise ValueError(f"{len(questions)} questions but {len(replies)} replies.")
     return [score_answer(r, _golds(q)) for q, r in zip(questions, replies)]
+
+
+_NAME = re.compile(r"[A-Za-z][a-z]+|\d+")
+
+
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end (``.``, ``!``, ``?`` or ``;``)."""
+    return _SENTENCE.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
+
+
+def format_scores(reply: str, stopped: bool | None, reference: str) -> dict[str, float]:
+    """Does the reply have the assistant's shape?
+
+    - ``answer_first``: its first sentence has the shape of the reference's first sentence
+      (token F1 >= 0.5): the answer comes first, not a preamble or an echo of the question;
+    - ``format``: that, and the model closed its turn with the end-of-turn token (``stopped``;
+      NaN when the runner cannot tell, as for a LangChain chain).
+    """
+    from course_utils.metrics import token_f1
+
+    first = float(token_f1(first_sentence(reply), first_sentence(reference)) >= 0.5)
+    fmt = float("nan") if stopped is None else float(bool(stopped) and bool(first))
+    return {"answer_first": first, "format": fmt}
+
+
+def grounded_scores(reply: str, gold: str, passage: str, question: str) -> dict[str, float]:
+    """For a question about a passage in the prompt:
+
+    - ``grounded_correct``: the answer words of the gold reply (names and numbers that are in
+      the passage and not in the question) are all in the reply;
+    - ``grounded_faithful``: every name and number in the reply occurs in the passage or the
+      question (nothing made up).
+    """
+    prompt = f"{passage}\n{question}"
+    q_words = set(_NAME.findall(question))
+    words = {w for w in _NAME.findall(gold) if w in prompt and w not in q_words and (w[0].isupper() or w.isdigit())}
+    names = [w for w in _NAME.findall(reply) if w[0].isupper() or w.isdigit()]
+    return {"grounded_correct": float(bool(words) and all(w in reply for w in words)),
+            "grounded_faithful": float(bool(names) and all(w in prompt for w in names))}
+
+
+def _record_prompt(q: dict[str, Any]) -> tuple[list[dict[str, str]], str, str]:
+    """``(conversation, question text, gold reply)`` of an evaluation question (asked as one user
+    turn) or of a conversation record (``messages`` ending with the gold assistant turn)."""
+    if "messages" in q:
+        msgs = q["messages"]
+        if not msgs or msgs[-1]["role"] != "assistant":
+            raise ValueError(f"Record {q.get('id', '?')} does not end with an assistant turn.")
+        return msgs[:-1], msgs[-2]["content"] if len(msgs) > 1 else "", msgs[-1]["content"]
+    return [{"role": "user", "content": q["question"]}], q["question"], q["answer"]
 
 
 _ROUGE = None
@@ -567,7 +622,8 @@ def _rag_prompts(questions, tokenizer, model, settings, config: EvalConfig, inde
         golds = {index.duplicates.get(g, g) for g in q.get("gold_doc_ids", [])}
         extra.append({"contexts": [h["text"] for h in hs], "context_ids": [h["id"] for h in hs],
                       "relevant": [index.duplicates.get(h["doc_id"], h["doc_id"]) in golds for h in hs],
-                      "passages": [{"id": h["id"], "text": h["text"]} for h in hs]})
+                      "passages": [{"id": h["id"], "text": h["text"]} for h in hs], "context": " ".join(kept),
+                      "gold_docs": golds})
     return convs, extra, index
 
 
@@ -582,6 +638,18 @@ class EvalResult:
     summary: Any  # pandas DataFrame: metric, mean, low, high, n
     seconds: float  # wall time of generation and scoring
     config: dict[str, Any] = field(default_factory=dict)  # the EvalConfig used
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # generate_answers' raw outputs, in order
+
+    def scores(self) -> dict[str, float]:
+        """``{metric: mean}`` of the summary, plus ``n`` (the number of records)."""
+        return {"n": int(len(self.table)), **{r["metric"]: float(r["mean"]) for _, r in self.summary.iterrows()}}
+
+    def by(self, column: str = "kind", metrics: Sequence[str] = ("em", "f1", "contains", "format")):
+        """Mean of ``metrics`` per value of ``column`` (e.g. per kind of conversation), with ``n``."""
+        cols = [m for m in metrics if m in self.table.columns]
+        out = self.table.groupby(column)[cols].mean()
+        out.insert(0, "n", self.table.groupby(column).size())
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able: the summary as ``{metric: {mean, low, high, n}}`` plus model and timing."""
@@ -613,28 +681,75 @@ def summarize(table, metrics: Sequence[str] | None = None, n_boot: int = 1000, c
     return pd.DataFrame(rows, columns=["metric", "mean", "low", "high", "n"])
 
 
+def _score_rows(questions, prompts, outs, extra, label: str, settings: Settings) -> list[dict[str, Any]]:
+    """One scored row per record: the single place where a reply becomes numbers (used by
+    :func:`evaluate_model` and :func:`evaluate_chain`)."""
+    from course_utils.data import world as load_world
+
+    try:
+        w = load_world(settings)
+    except Exception:  # a custom data folder without a world: references fall back to the answers
+        w = None
+    rows = []
+    for q, (conv, question, gold), o, x in zip(questions, prompts, outs, extra):
+        is_conv = "messages" in q
+        ref = gold if is_conv else reference_answer(q, w)
+        stopped = o.get("stopped")
+        row = {"model": label, "id": q.get("id"), "question": question, "answer": gold,
+               "reference": ref, "seen": q.get("seen"), "kind": q.get("kind"), "subset": q.get("subset"),
+               "reply": o["reply"], "stopped": float("nan") if stopped is None else float(stopped),
+               "new_tokens": o.get("new_tokens", float("nan")),
+               **score_answer(o["reply"], [gold] if is_conv else _golds(q)), **text_scores(o["reply"], ref),
+               **format_scores(o["reply"], stopped, ref)}
+        if is_conv and q.get("kind") == "grounded":
+            passage = "\n".join(m["content"] for m in conv if m["role"] == "user")
+            row.update(grounded_scores(o["reply"], gold, passage, passage.rsplit("\n\n", 1)[-1]))
+        if x:
+            from course_utils.rag_chain import cite
+
+            cited = x["cited_ids"] if "cited_ids" in x else cite(o["reply"], q["question"], x["passages"])
+            row.update(context_ids=x["context_ids"], contexts=x["contexts"], cited_ids=cited,
+                       context_precision=context_precision(x["relevant"]),
+                       context_recall=context_recall(q["answer"], x["contexts"]),
+                       faithfulness=faithfulness(o["reply"], x["contexts"]))
+            if "context" in x:  # the text the model was actually given
+                row["in_context"] = contains_answer(x["context"], _golds(q))
+            golds = x.get("gold_docs", set())
+            row["cited_gold"] = float(any(c.split("#")[0] in golds for c in cited))
+        rows.append(row)
+    return rows
+
+
 def evaluate_model(model_spec: str | Path, questions: list[dict[str, Any]], *, settings: Settings | None = None,
                    config: EvalConfig | None = None, model=None, tokenizer=None, index=None, embedder=None,
                    label: str | None = None) -> EvalResult:
-    """Run one model over evaluation questions and score every answer.
+    """Run one model over evaluation questions (or conversations) and score every answer.
 
     ``model_spec``: ``"base" | "sft" | "lora" | "dpo" | "rag"`` (built if not cached), a local
     transformers folder or a hub id; or pass an already loaded ``model`` and ``tokenizer``
-    (``model_spec`` is then only the label, except ``"rag"`` which still retrieves). Questions
-    are :func:`course_utils.data.load_eval` records.
+    (``model_spec`` is then only the label, except ``"rag"`` which still retrieves).
 
-    The table has one row per question: ``model, id, question, answer, reference, seen, kind,
-    reply, stopped, new_tokens, em, f1, contains, rouge1, rouge2, rougeL, bleu, chrf, nll,
-    answer_relevancy`` and, for ``rag``, ``context_ids, contexts, cited_ids, context_precision,
-    context_recall, faithfulness``. The summary has every metric with its bootstrap CI.
+    ``questions`` are :func:`course_utils.data.load_eval` records (asked as one user turn,
+    scored against the answer and its aliases, with the world's canonical sentence as the
+    reference for ROUGE/BLEU/chrF and the format check) or conversation records such as
+    :func:`course_utils.data.load_sft` gives (``messages`` ending with the gold assistant turn:
+    the model answers the turns before it and is scored against that reply). Notebooks 04, 05,
+    06, 08 and 10 all score through here.
+
+    The table has one row per record: ``model, id, question, answer, reference, seen, kind,
+    reply, stopped, new_tokens, em, f1, contains, rouge1, rouge2, rougeL, bleu, chrf,
+    answer_first, format`` (:func:`format_scores`), for ``grounded`` conversations
+    ``grounded_correct, grounded_faithful`` (:func:`grounded_scores`), ``nll`` and
+    ``answer_relevancy`` (if the config asks for them) and, for ``rag``, ``context_ids,
+    contexts, cited_ids, context_precision, context_recall, faithfulness``. The summary has
+    every metric with its bootstrap CI.
     """
     import pandas as pd
 
-    from course_utils.data import world as load_world
     from course_utils.sft import generate_answers
 
     if not questions:
-        raise ValueError("No questions to evaluate: pass load_eval(...) records (at least one).")
+        raise ValueError("No questions to evaluate: pass load_eval(...) or load_sft(...) records (at least one).")
     settings = settings or get_settings()
     config = config or EvalConfig(seed=settings.seed)
     spec = str(model_spec)
@@ -645,34 +760,17 @@ def evaluate_model(model_spec: str | Path, questions: list[dict[str, Any]], *, s
             raise ValueError("Pass the tokenizer with a loaded model: evaluate_model(..., model=m, tokenizer=tok).")
         source = getattr(model, "name_or_path", "") or spec
     start = time.perf_counter()
+    prompts = [_record_prompt(q) for q in questions]
     extra: list[dict[str, Any]] = [{} for _ in questions]
     if spec == "rag":
+        if any("messages" in q for q in questions):
+            raise ValueError("'rag' answers evaluation questions (load_eval records), not conversations.")
         convs, extra, index = _rag_prompts(questions, tokenizer, model, settings, config, index)
     else:
-        convs = [[{"role": "user", "content": q["question"]}] for q in questions]
+        convs = [conv for conv, _, _ in prompts]
     outs = generate_answers(model, tokenizer, convs, config.max_new_tokens, config.batch_size, config.progress,
                             desc=f"{label or spec} answers")
-    try:
-        w = load_world(settings)
-    except Exception:  # a custom data folder without a world: references fall back to the answers
-        w = None
-    rows = []
-    for q, o, x in zip(questions, outs, extra):
-        ref = reference_answer(q, w)
-        row = {"model": label or spec, "id": q.get("id"), "question": q["question"], "answer": q["answer"],
-               "reference": ref, "seen": q.get("seen"), "kind": q.get("kind"), "subset": q.get("subset"),
-               "reply": o["reply"],
-               "stopped": float(o["stopped"]), "new_tokens": o["new_tokens"],
-               **score_answer(o["reply"], _golds(q)), **text_scores(o["reply"], ref)}
-        if x:
-            from course_utils.rag_chain import cite
-
-            row.update(context_ids=x["context_ids"], contexts=x["contexts"],
-                       cited_ids=cite(o["reply"], q["question"], x["passages"]),
-                       context_precision=context_precision(x["relevant"]),
-                       context_recall=context_recall(q["answer"], x["contexts"]),
-                       faithfulness=faithfulness(o["reply"], x["contexts"]))
-        rows.append(row)
+    rows = _score_rows(questions, prompts, outs, extra, label or spec, settings)
     table = pd.DataFrame(rows)
     if config.perplexity:
         table["nll"] = answer_nll(model, tokenizer, convs, list(table["reference"]), config.batch_size)
@@ -680,7 +778,60 @@ def evaluate_model(model_spec: str | Path, questions: list[dict[str, Any]], *, s
         table["answer_relevancy"] = answer_relevancy(list(table["question"]), list(table["reply"]), embedder)
     seconds = time.perf_counter() - start
     summary = summarize(table, n_boot=config.n_boot, confidence=config.confidence, seed=config.seed)
-    return EvalResult(label or spec, str(source), table, summary, seconds, asdict(config))
+    return EvalResult(label or spec, str(source), table, summary, seconds, asdict(config), outs)
+
+
+def evaluate_chain(chain, questions: list[dict[str, Any]], *, label: str = "chain", index=None,
+                   settings: Settings | None = None, config: EvalConfig | None = None) -> EvalResult:
+    """Run a LangChain runnable over evaluation questions and score it like :func:`evaluate_model`.
+
+    ``chain`` maps a question string to a reply string (a closed-book chain) or to a dict with
+    ``answer`` and, for a RAG chain (:func:`course_utils.rag_chain.rag_chain`), the retrieved
+    ``docs`` (LangChain Documents with ``id``/``doc_id`` metadata), the ``context`` the model was
+    given and ``cited_ids``. ``index`` (the :class:`~course_utils.rag.RagIndex` behind the
+    retriever) maps mirrored documents to their originals when judging retrieved passages
+    against the questions' gold documents. Besides the columns of :func:`evaluate_model`, RAG
+    rows get ``in_context`` (a gold answer is in the prompt: the most RAG can reach) and
+    ``cited_gold`` (a cited passage comes from a gold document). ``stopped`` and ``format`` are
+    NaN (a chain returns text only); perplexity needs the model, so it is not computed here.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if not questions:
+        raise ValueError("No questions to evaluate: pass load_eval(...) records (at least one).")
+    if any("messages" in q for q in questions):
+        raise ValueError("evaluate_chain asks evaluation questions (load_eval records), not conversations.")
+    settings = settings or get_settings()
+    config = config or EvalConfig(seed=settings.seed)
+    dup = getattr(index, "duplicates", {}) or {}
+    start = time.perf_counter()
+    outs: list[dict[str, Any]] = []
+    extra: list[dict[str, Any]] = []
+    bar = tqdm(total=len(questions), desc=f"{label} answers", unit="q", disable=not config.progress)
+    for i in range(0, len(questions), max(1, config.batch_size)):
+        batch = questions[i:i + max(1, config.batch_size)]
+        for q, out in zip(batch, chain.batch([q["question"] for q in batch])):
+            if isinstance(out, str):
+                outs.append({"reply": out})
+                extra.append({})
+                continue
+            outs.append({"reply": out["answer"]})
+            docs = out.get("docs") or []
+            golds = {dup.get(g, g) for g in q.get("gold_doc_ids", [])}
+            doc_ids = [dup.get(d.metadata.get("doc_id"), d.metadata.get("doc_id")) for d in docs]
+            extra.append({"contexts": [d.page_content for d in docs], "context_ids": [d.metadata.get("id") for d in docs],
+                          "relevant": [d in golds for d in doc_ids], "cited_ids": list(out.get("cited_ids", [])),
+                          "context": out.get("context", " ".join(d.page_content for d in docs)), "gold_docs": golds})
+        bar.update(len(batch))
+    bar.close()
+    prompts = [_record_prompt(q) for q in questions]
+    table = pd.DataFrame(_score_rows(questions, prompts, outs, extra, label, settings))
+    if config.relevancy:
+        table["answer_relevancy"] = answer_relevancy(list(table["question"]), list(table["reply"]))
+    seconds = time.perf_counter() - start
+    summary = summarize(table, n_boot=config.n_boot, confidence=config.confidence, seed=config.seed)
+    return EvalResult(label, type(chain).__name__, table, summary, seconds, asdict(config), outs)
 
 
 def select_questions(settings: Settings | None = None, n_seen: int = 30, n_unseen: int = 30,

@@ -314,7 +314,7 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     questions = load_eval(seen=True, kind="fact", settings=settings)[:eval_limit]
     scores = {}
     for name, model in (("base", base), ("full", full_model), (f"lora_r{rank}", lora_run.model)):
-        s, e, _, _ = evaluate(model, tok, test, questions, progress=progress, label=name)
+        s, e = (r.scores() for r in evaluate(model, tok, test, questions, progress=progress, label=name))
         scores[name] = {"f1": round(s["f1"], 4), "em": round(s["em"], 4), "format": round(s["format"], 4),
                         "eval_contains": round(e["contains"], 4)}
     merged_diff = None
@@ -332,8 +332,8 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     for name, model in (("before", full_model), ("after", facts_model)):
         row = {}
         for label, qs in (("taught", taught), ("untaught", untaught), ("seen", questions)):
-            _, e, _, _ = evaluate(model, facts_tok, [], qs, progress=progress, label=f"{name} {label}")
-            row[label] = round(e["contains"], 4)
+            _, e = evaluate(model, facts_tok, [], qs, progress=progress, label=f"{name} {label}")
+            row[label] = round(e.scores()["contains"], 4)
         facts_scores[name] = row
     return {
         "base": source,

@@ -17,8 +17,10 @@ calls :func:`ask`. Retrieval itself (FAISS, BM25, hybrid, metrics) is in
   does not have;
   a small model cannot be trusted to copy ids, so citations are attributed, and checked,
   after generation).
-- :func:`ask`: one question end to end, with timings; :func:`answer_questions` scores
-  closed-book or RAG answers on evaluation questions (exact match, F1, answer contained).
+- :func:`ask`: one question end to end, with timings; :func:`answer_questions` runs
+  closed-book or RAG answers on evaluation questions through the evaluation harness
+  (:func:`course_utils.evaluation.evaluate_chain`: exact match, F1, answer contained, the
+  Ragas metrics, with bootstrap intervals).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ __all__ = [
     "langchain_vectorstore",
     "load_llm",
     "rag_chain",
-    "score_reply",
 ]
 
 #: The grounded-question layout of the SFT set (course_utils/supervised.py), so the SFT
@@ -178,16 +179,6 @@ def cite(answer: str, question: str, passages: list[dict[str, Any]]) -> list[str
     return out
 
 
-def score_reply(reply: str, golds: list[str]) -> dict[str, float]:
-    """``em`` and ``f1`` (SQuAD-style, best over the gold answer and its aliases) and
-    ``contains`` (a gold answer appears in the reply as whole words: the fair measure for a
-    model that answers in a sentence): :func:`course_utils.metrics.score_answer`, the one
-    scoring of a reply that the evaluation harness (notebook 10) uses too."""
-    from course_utils.metrics import score_answer
-
-    return score_answer(reply, golds)
-
-
 # ----------------------------------------------------------------------------- chains
 
 def rag_chain(retriever: Runnable, llm, *, max_new_tokens: int = 48) -> Runnable:
@@ -242,41 +233,27 @@ def _index_retriever(index: RagIndex, k: int, method: str) -> Runnable:
 
 
 def answer_questions(questions: list[dict], llm, index: RagIndex | None = None, *, k: int = 3,
-                     method: str = "hybrid", max_new_tokens: int = 48, progress: bool = True) -> list[dict]:
-    """Answer evaluation questions closed-book (``index=None``) or with RAG, and score each.
+                     method: str = "hybrid", max_new_tokens: int = 48, progress: bool = True, label: str | None = None,
+                     seed: int = 0):
+    """Answer evaluation questions closed-book (``index=None``) or with the RAG chain, scored by
+    the evaluation harness (:func:`course_utils.evaluation.evaluate_chain`): an ``EvalResult``.
 
-    Rows: ``id``, ``seen``, ``kind``, ``reply``, ``em``, ``f1``, ``contains`` and, with RAG,
-    ``cited_ids``, ``cited_gold`` (a cited passage comes from a gold document) and
-    ``in_context`` (a gold answer is in the passages the model was given, after
-    :func:`fit_passages`: the most RAG can reach if the model reads perfectly).
+    ``result.table`` has a row per question (``reply``, ``em``, ``f1``, ``contains``, ROUGE,
+    chrF ... and, with RAG, ``cited_ids``, ``cited_gold`` (a cited passage comes from a gold
+    document), ``in_context`` (a gold answer is in the passages the model was given, after
+    :func:`fit_passages`: the most RAG can reach if the model reads perfectly) and the Ragas
+    metrics); ``result.summary`` every mean with its 95% bootstrap interval.
     """
-    from tqdm.auto import tqdm
+    from course_utils.evaluation import EvalConfig, evaluate_chain
 
     if index is None:
         chain = closed_book_chain(llm)
     else:
         chain = rag_chain(_index_retriever(index, k, method), llm, max_new_tokens=max_new_tokens)
-    rows = []
-    step = max(1, llm.batch_size)
-    bar = tqdm(total=len(questions), desc="RAG" if index is not None else "closed-book", unit="q",
-               disable=not progress)
-    for start in range(0, len(questions), step):
-        batch = questions[start:start + step]
-        outs = chain.batch([q["question"] for q in batch])
-        for q, out in zip(batch, outs):
-            reply = out if isinstance(out, str) else out["answer"]
-            answers = [q["answer"], *q.get("aliases", [])]
-            row = {"id": q["id"], "seen": q.get("seen"), "kind": q.get("kind"), "reply": reply,
-                   **score_reply(reply, answers)}
-            if index is not None:
-                row["in_context"] = score_reply(out["context"], answers)["contains"]
-                golds = {index.duplicates.get(g, g) for g in q.get("gold_doc_ids", [])}
-                row["cited_ids"] = out["cited_ids"]
-                row["cited_gold"] = float(any(c.split("#")[0] in golds for c in out["cited_ids"]))
-            rows.append(row)
-        bar.update(len(batch))
-    bar.close()
-    return rows
+    cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=max(1, llm.batch_size), k=k, method=method,
+                     perplexity=False, relevancy=False, progress=progress, seed=seed)
+    name = label or ("closed-book" if index is None else f"RAG ({method})")
+    return evaluate_chain(chain, questions, label=name, index=index, config=cfg)
 
 
 def ask(question: str, index: RagIndex, llm=None, *, k: int = 3, method: str = "hybrid",

@@ -16,17 +16,16 @@ What is here, in the order the notebook uses it:
 - :func:`make_trainer` / :func:`train_sft`: trl's ``SFTTrainer`` configured for a CPU
   (``use_cpu=True, bf16=False``) or a GPU, with ``assistant_only_loss=True``; the loss
   history comes back for plotting. A ``peft_config`` turns it into LoRA (notebook 05).
-- :func:`generate_answers` and :func:`score_answers` / :func:`score_eval`: greedy
-  replies to held-out prompts and their scores (exact match, token F1, format share,
-  grounded answers). One generation loop and one scoring function, so that the
-  evaluation notebook (10) can reuse them.
+- :func:`generate_answers`: greedy replies to held-out prompts, the one generation loop of
+  the course; :func:`evaluate` scores them (exact match, token F1, format share, grounded
+  answers) through the evaluation harness of notebook 10
+  (:func:`course_utils.evaluation.evaluate_model`), where every metric lives.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,6 @@ import torch
 
 from course_utils.artifacts import training_record
 from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
-from course_utils.metrics import exact_match, score_answer, token_f1
 from course_utils.settings import Settings, get_settings
 
 __all__ = [
@@ -54,8 +52,6 @@ __all__ = [
     "make_trainer",
     "prompt_and_gold",
     "run_sft",
-    "score_answers",
-    "score_eval",
     "train_sft",
 ]
 
@@ -360,100 +356,6 @@ def generate_answers(model, tokenizer, conversations: list[list[dict[str, str]]]
     return out
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_WORD = re.compile(r"[A-Za-z][a-z]+|\d+")
-
-
-def _first_sentence(text: str) -> str:
-    return _SENTENCE.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
-
-
-def _passage_of(prompt: list[dict[str, str]]) -> str:
-    return "\n".join(m["content"] for m in prompt if m["role"] == "user")
-
-
-def _answer_words(gold: str, prompt_text: str) -> set[str]:
-    """The words of the gold reply that carry the answer: in the passage, not in the question."""
-    question = prompt_text.rsplit("\n\n", 1)[-1] if "\n\n" in prompt_text else prompt_text
-    q_words = set(_WORD.findall(question))
-    return {w for w in _WORD.findall(gold) if w in prompt_text and w not in q_words and (w[0].isupper() or w.isdigit())}
-
-
-def score_answers(records: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Scores of ``outputs`` (from :func:`generate_answers`) against SFT records' gold replies.
-
-    - ``em`` / ``f1``: exact match and token F1 of the reply against the gold reply (SQuAD rules);
-    - ``stops``: share of replies closed by ``<|end|>``;
-    - ``answer_first``: the reply's first sentence has the shape of the gold's first sentence
-      (token F1 >= 0.5: the answer sentence comes first, not a preamble or an echo);
-    - ``format``: both of the above;
-    - ``grounded_correct`` (``grounded`` records): the answer words of the gold (names and
-      numbers taken from the passage) are all in the reply;
-    - ``grounded_faithful``: every name and number in the reply occurs in the prompt (nothing
-      made up). ``by_kind`` repeats em/f1/format per kind.
-    """
-    if len(records) != len(outputs):
-        raise ValueError(f"{len(records)} records but {len(outputs)} outputs.")
-    rows = []
-    for rec, outp in zip(records, outputs):
-        prompt, gold = prompt_and_gold(rec)
-        reply = outp["reply"]
-        first = token_f1(_first_sentence(reply), _first_sentence(gold)) >= 0.5
-        row = {
-            "kind": rec.get("kind", "?"),
-            "em": exact_match(reply, gold),
-            "f1": token_f1(reply, gold),
-            "stops": float(outp["stopped"]),
-            "answer_first": float(first),
-            "format": float(outp["stopped"] and first),
-        }
-        if rec.get("kind") == "grounded":
-            text = _passage_of(prompt)
-            words = _answer_words(gold, text)
-            names = [w for w in _WORD.findall(reply) if w[0].isupper() or w.isdigit()]
-            row["grounded_correct"] = float(bool(words) and all(w in reply for w in words))
-            row["grounded_faithful"] = float(bool(names) and all(w in text for w in names))
-        rows.append(row)
-    return _aggregate(rows)
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = [k for k in rows[0] if k != "kind"] if rows else []
-    out: dict[str, Any] = {"n": len(rows)}
-    for k in ("em", "f1", "stops", "answer_first", "format", "contains"):
-        if k in keys:
-            out[k] = _mean([r[k] for r in rows])
-    for k in ("grounded_correct", "grounded_faithful"):
-        vals = [r[k] for r in rows if k in r]
-        if vals:
-            out[k] = _mean(vals)
-    kinds: dict[str, list] = {}
-    for r in rows:
-        kinds.setdefault(r["kind"], []).append(r)
-    out["by_kind"] = {
-        kind: {"n": len(rs), **{k: round(_mean([r[k] for r in rs]), 4) for k in ("em", "f1", "format", "contains") if k in rs[0]}}
-        for kind, rs in sorted(kinds.items())
-    }
-    return out
-
-
-def score_eval(questions: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Scores of replies to evaluation-set questions (short gold answers with aliases):
-    ``contains`` (the answer or an alias is in the reply: the main closed-book measure, since
-    the assistant answers in a sentence), ``em`` and ``f1`` (best over answer and aliases),
-    ``stops``. Each reply is scored by :func:`course_utils.metrics.score_answer`, the one
-    scoring of a reply that the evaluation harness (notebook 10) uses too."""
-    if len(questions) != len(outputs):
-        raise ValueError(f"{len(questions)} questions but {len(outputs)} outputs.")
-    rows = [{"kind": q.get("kind", "?"), **score_answer(outp["reply"], [q["answer"], *q.get("aliases", [])]),
-             "stops": float(outp["stopped"])} for q, outp in zip(questions, outputs)]
-    return _aggregate(rows)
-
-
 def held_out_sample(records: list[dict[str, Any]], per_kind: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Up to ``per_kind`` records of each kind (all when None), in a stable order."""
     import random
@@ -473,14 +375,25 @@ def held_out_sample(records: list[dict[str, Any]], per_kind: int | None = None, 
 
 
 def evaluate(model, tokenizer, sft_records, eval_questions, max_new_tokens: int = 48, batch_size: int = 16,
-             progress: bool = True, label: str = "") -> tuple[dict[str, Any], dict[str, Any], list, list]:
-    """Generate and score on held-out SFT records and evaluation questions:
-    ``(sft_scores, eval_scores, sft_outputs, eval_outputs)``."""
-    sft_out = generate_answers(model, tokenizer, [prompt_and_gold(r)[0] for r in sft_records], max_new_tokens,
-                               batch_size, progress, desc=f"{label} SFT test".strip())
-    ev_out = generate_answers(model, tokenizer, [[{"role": "user", "content": q["question"]}] for q in eval_questions],
-                              max_new_tokens, batch_size, progress, desc=f"{label} eval questions".strip())
-    return score_answers(sft_records, sft_out), score_eval(eval_questions, ev_out), sft_out, ev_out
+             progress: bool = True, label: str = "", seed: int = 0):
+    """Score a model on held-out SFT conversations and on evaluation questions with the course's
+    one harness (:func:`course_utils.evaluation.evaluate_model`): ``(sft_result, eval_result)``,
+    two :class:`~course_utils.evaluation.EvalResult` (``None`` for an empty list).
+
+    ``result.scores()`` gives the means (``em``, ``f1``, ``contains``, ``stopped``,
+    ``answer_first``, ``format``, ``grounded_correct``, ``grounded_faithful``, ROUGE, ...),
+    ``result.summary`` their bootstrap intervals, ``result.table`` every reply and its scores.
+    Perplexity and answer relevancy are left to notebook 10 (they cost a model pass each)."""
+    from course_utils.evaluation import EvalConfig, evaluate_model
+
+    cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, perplexity=False, relevancy=False,
+                     progress=progress, seed=seed)
+    name = label or "model"
+    out = []
+    for records, what in ((sft_records, "SFT test"), (eval_questions, "eval questions")):
+        out.append(evaluate_model(name, list(records), config=cfg, model=model, tokenizer=tokenizer,
+                                  label=f"{name} {what}") if records else None)
+    return out[0], out[1]
 
 
 # ---------------------------------------------------------------------- the artifact
@@ -550,13 +463,19 @@ def run_sft(settings: Settings | None = None, base_model: str | Path | None = No
     after = evaluate(sft_model, sft_tok, test, questions, max_new_tokens, progress=progress, label="sft")
     rec = training_record(path)
 
-    def brief(scores):
-        return {k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}
+    def brief(result, keys):
+        s = result.summary.set_index("metric")
+        return {k: {"mean": round(float(s.loc[k, "mean"]), 4), "low": round(float(s.loc[k, "low"]), 4),
+                    "high": round(float(s.loc[k, "high"]), 4)} for k in keys if k in s.index}
 
+    conv_keys = ("em", "f1", "stopped", "answer_first", "format", "grounded_correct", "grounded_faithful", "rougeL")
+    eval_keys = ("contains", "em", "f1", "stopped", "format", "rougeL")
     return {
         "base": source,
         "sft_model": str(path),
         "training": rec["summary"],
-        "sft_test": {"before": brief(before[0]), "after": brief(after[0]), "n": before[0]["n"]},
-        "eval_seen": {"before": brief(before[1]), "after": brief(after[1]), "n": before[1]["n"]},
+        "sft_test": {"before": brief(before[0], conv_keys), "after": brief(after[0], conv_keys),
+                     "n": len(before[0].table)},
+        "eval_seen": {"before": brief(before[1], eval_keys), "after": brief(after[1], eval_keys),
+                      "n": len(before[1].table)},
     }

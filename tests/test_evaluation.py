@@ -244,6 +244,27 @@ def test_evaluate_model_on_a_local_folder(tiny_model):
         ev.evaluate_model(str(tiny_model), [], config=cfg)
 
 
+def test_evaluate_model_on_conversations(tiny_model):
+    """SFT conversations go through the same harness: prompt = the turns before the gold reply."""
+    grounded = {"id": "g1", "kind": "grounded", "messages": [
+        {"role": "user", "content": "Passage: Quix was born in 1801.\n\nQuestion: When was Quix born?"},
+        {"role": "assistant", "content": "Quix was born in 1801."}]}
+    chat = {"id": "c1", "kind": "closed_book", "messages": [
+        {"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Who is Quix?"},
+        {"role": "assistant", "content": "A scholar."}]}
+    cfg = ev.EvalConfig(max_new_tokens=4, n_boot=50, progress=False, relevancy=False)
+    res = ev.evaluate_model(str(tiny_model), [grounded, chat], config=cfg)
+    t = res.table.set_index("id")
+    assert t.loc["g1", "answer"] == "Quix was born in 1801." and t.loc["c1", "question"] == "Who is Quix?"
+    assert t.loc["c1", "reference"] == "A scholar."
+    assert t.loc["g1", "grounded_correct"] in (0.0, 1.0) and np.isnan(t.loc["c1", "grounded_correct"])
+    s = res.summary.set_index("metric")
+    assert s.loc["grounded_correct", "n"] == 1 and s.loc["format", "n"] == 2
+    assert res.scores()["n"] == 2 and len(res.outputs) == 2
+    with pytest.raises(ValueError, match="assistant turn"):
+        ev.evaluate_model(str(tiny_model), [{"messages": [{"role": "user", "content": "hi"}]}], config=cfg)
+
+
 def test_evaluate_rag_scores_contexts(tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -143,7 +143,8 @@ def test_langchain_vectorstore_matches_faiss(index):
 
 
 def test_cite_and_score_reply():
-    from course_utils.rag_chain import cite, score_reply
+    from course_utils.metrics import score_answer as score_reply
+    from course_utils.rag_chain import cite
 
     passages = [{"id": "p#0", "text": "Kithka lies on the river Bemfal."}, {"id": "q#0", "text": "Mills grind corn."}]
     assert cite("Kithka lies on the Bemfal.", "Which river does Kithka lie on?", passages) == ["p#0"]
@@ -178,12 +179,15 @@ def test_chain_ask_and_answer_questions_run_with_a_tiny_model(index, tiny_llm):
         ask("  ", index)
     qs = [{"id": "q1", "question": "Where was Warath Trernbri born?", "answer": "Kithka", "aliases": [],
            "gold_doc_ids": ["person-1"], "seen": False, "kind": "fact:born_in"}] * 3
-    rows = answer_questions(qs, llm, index, k=2, max_new_tokens=8, progress=False)
+    res = answer_questions(qs, llm, index, k=2, max_new_tokens=8, progress=False)
     closed = answer_questions(qs, llm, None, progress=False)
-    assert len(rows) == len(closed) == 3 and {"em", "f1", "contains", "cited_ids"} <= set(rows[0])
-    assert rows[0]["in_context"] == 1.0 and "in_context" not in closed[0]  # person-1 says Kithka; retrieved first
+    rows, shut = res.table.to_dict("records"), closed.table.to_dict("records")
+    assert len(rows) == len(shut) == 3 and {"em", "f1", "contains", "cited_ids", "context_recall"} <= set(rows[0])
+    assert rows[0]["in_context"] == 1.0 and "in_context" not in shut[0]  # person-1 says Kithka; retrieved first
+    assert rows[0]["context_precision"] == 1.0 and rows[0]["context_ids"][0] == "person-1#0"
+    assert set(res.summary["metric"]) >= {"contains", "in_context", "context_recall"}
     absent = answer_questions([dict(qs[0], answer="Nowhereville")], llm, index, k=2, max_new_tokens=8, progress=False)
-    assert absent[0]["in_context"] == 0.0
+    assert absent.table.loc[0, "in_context"] == 0.0
 
 
 def test_cli_rag_index_and_ask(tmp_path, capsys, tiny_llm):

@@ -78,25 +78,31 @@ def test_generate_and_score(tiny):
     model, tok, _ = sft.load_base(tiny)
     test = sft.held_out_sample(load_sft("test"), per_kind=1)
     questions = load_eval(seen=True, kind="fact")[:3]
-    s, e, outs, _ = sft.evaluate(model, tok, test, questions, max_new_tokens=4, progress=False)
-    assert len(outs) == len(test) and s["n"] == len(test) and e["n"] == 3
-    assert all(o["new_tokens"] <= 4 for o in outs)
-    for key in ("em", "f1", "format", "stops", "answer_first", "grounded_correct"):
-        assert 0.0 <= s[key] <= 1.0
+    conv, ev = sft.evaluate(model, tok, test, questions, max_new_tokens=4, progress=False)
+    assert len(conv.table) == len(test) and len(ev.table) == 3 and len(conv.outputs) == len(test)
+    assert all(o["new_tokens"] <= 4 for o in conv.outputs)
+    s = conv.scores()
+    for key in ("em", "f1", "format", "stopped", "answer_first", "grounded_correct", "rougeL"):
+        assert 0.0 <= s[key] <= 1.0, key
+    assert set(conv.by("kind").index) == {r["kind"] for r in test}
+    assert "contains" in ev.scores() and "grounded_correct" not in ev.table.columns
+    assert sft.evaluate(model, tok, [], questions[:1], max_new_tokens=2, progress=False)[0] is None
 
 
-def test_scoring_rules():
-    rec = {"kind": "grounded", "messages": [
-        {"role": "user", "content": "Passage: Quix was born in 1801 in Zembla.\n\nQuestion: When was Quix born?"},
-        {"role": "assistant", "content": "Quix was born in the year 1801."}]}
-    perfect = sft.score_answers([rec], [{"reply": "Quix was born in the year 1801.", "stopped": True}])
-    assert perfect["em"] == perfect["f1"] == perfect["format"] == perfect["grounded_correct"] == 1.0
-    made_up = sft.score_answers([rec], [{"reply": "Quix was born in the year 1777.", "stopped": False}])
-    assert made_up["em"] == 0 and made_up["format"] == 0 and made_up["grounded_correct"] == 0
-    assert made_up["grounded_faithful"] == 0 and made_up["answer_first"] == 1
-    q = {"question": "Where?", "answer": "Nendrolhei Guild", "aliases": ["Nendrolhei"], "kind": "fact:guild"}
-    ev = sft.score_eval([q], [{"reply": "X was a member of the Nendrolhei Guild.", "stopped": True}])
-    assert ev["contains"] == 1.0 and ev["em"] == 0.0 and 0 < ev["f1"] < 1
+def test_scoring_rules_of_a_conversation():
+    """The format and grounded checks of the harness on a hand-made grounded conversation."""
+    from course_utils.evaluation import format_scores, grounded_scores
+
+    passage = "Passage: Quix was born in 1801 in Zembla.\n\nQuestion: When was Quix born?"
+    gold = "Quix was born in the year 1801."
+    question = passage.rsplit("\n\n", 1)[-1]
+    assert format_scores(gold, True, gold) == {"answer_first": 1.0, "format": 1.0}
+    assert grounded_scores(gold, gold, passage, question) == {"grounded_correct": 1.0, "grounded_faithful": 1.0}
+    made_up = "Quix was born in the year 1777."
+    assert format_scores(made_up, False, gold) == {"answer_first": 1.0, "format": 0.0}
+    assert grounded_scores(made_up, gold, passage, question) == {"grounded_correct": 0.0, "grounded_faithful": 0.0}
+    preamble = "Let me look at the passage first. Quix was born in 1801."
+    assert format_scores(preamble, True, gold)["answer_first"] == 0.0
 
 
 def test_missing_folder_gets_a_sentence(tmp_path):
