@@ -47,15 +47,15 @@ __all__ = [
 class GRPOConfig:
     """One GRPO run (full fine-tuning of the policy; the reference is a frozen copy)."""
 
-    steps: int = 24  # policy updates (each on a fresh batch of sampled answers)
-    prompts_per_step: int = 6  # prompts per step
-    group_size: int = 6  # answers sampled per prompt (the group that normalises the reward)
+    steps: int = 90  # policy updates (each on a fresh batch of sampled answers)
+    prompts_per_step: int = 8  # prompts per step
+    group_size: int = 8  # answers sampled per prompt (the group that normalises the reward)
     inner_epochs: int = 2  # gradient steps on each batch of samples (the ratio moves from 1 after the first)
     max_new_tokens: int = 24  # longest sampled answer, in tokens
     temperature: float = 1.0  # sampling temperature
     lr: float = 5e-5  # AdamW learning rate
     clip_eps: float = 0.2  # PPO clipping: the ratio pi/pi_old counts only within [1 - eps, 1 + eps]
-    kl_coef: float = 0.04  # weight of the KL penalty towards the reference
+    kl_coef: float = 0.1  # weight of the KL penalty towards the reference
     max_words: int = 12  # answers longer than this lose the length part of the reward
     seed: int = 1234  # prompt order and sampling
 
