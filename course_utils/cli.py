@@ -85,9 +85,10 @@ def _add_artifacts(sub: argparse._SubParsersAction) -> None:
 def _cmd_notebooks(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.runbook import run_notebooks
 
-    report = run_notebooks(
-        args.notebooks or None, out_dir=args.out, fast=args.fast, timeout=args.timeout
-    )
+    from course_utils.settings import get_settings
+
+    fast = args.fast or get_settings().fast  # COURSE_FAST=1 in the environment means fast mode too
+    report = run_notebooks(args.notebooks or None, out_dir=args.out, fast=fast, timeout=args.timeout)
     return report
 
 
@@ -99,7 +100,7 @@ def _add_notebooks(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("notebooks", nargs="*", help="notebook files (default: every notebooks/NN_*.ipynb)")
     p.add_argument("--out", default="build", help="output folder for executed copies and the report")
-    p.add_argument("--fast", action="store_true", help="fast mode (COURSE_FAST=1) instead of learner mode")
+    p.add_argument("--fast", action="store_true", help="fast mode instead of learner mode (also when COURSE_FAST=1 is set)")
     p.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
     p.set_defaults(func=_cmd_notebooks)
 

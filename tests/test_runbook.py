@@ -39,3 +39,16 @@ def test_a_failing_notebook_is_reported_and_the_rest_still_run(tmp_path):
     table = (tmp_path / "build" / "report.md").read_text()
     assert "| 03_good.ipynb | learner | ok |" in table and "FAILED" in table
     assert json.loads((tmp_path / "build" / "report.json").read_text())[1]["notebook"] == "03_good.ipynb"
+
+
+def test_course_notebooks_honours_course_fast(tmp_path, monkeypatch):
+    """`COURSE_FAST=1 course notebooks` runs fast mode, like every other command (no silent learner run)."""
+    from course_utils.cli import main
+
+    src = _notebook(tmp_path / "01_mode.ipynb", "import os\nprint(os.environ.get('COURSE_FAST'))")
+    monkeypatch.setenv("COURSE_FAST", "1")
+    assert main(["notebooks", str(src), "--out", str(tmp_path / "build")]) == 0
+    assert "| 01_mode.ipynb | fast | ok |" in (tmp_path / "build" / "report.md").read_text()
+    monkeypatch.setenv("COURSE_FAST", "0")
+    assert main(["notebooks", str(src), "--out", str(tmp_path / "b2")]) == 0
+    assert "| 01_mode.ipynb | learner | ok |" in (tmp_path / "b2" / "report.md").read_text()
