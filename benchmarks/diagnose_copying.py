@@ -30,8 +30,9 @@ import random
 import torch
 
 
-def unseen_tokens(train_ids: torch.Tensor, embedding: torch.Tensor) -> dict[str, float]:
-    """Count of ids absent from ``train_ids`` and the mean pairwise cosine of their rows vs seen rows."""
+def unseen_tokens(train_ids: torch.Tensor, embedding: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    """Count of ids absent from ``train_ids`` and the mean pairwise cosine of their rows vs seen
+    rows, and the boolean mask of seen ids."""
     V = embedding.shape[0]
     seen = torch.bincount(train_ids.long(), minlength=V)[:V] > 0
     unit = torch.nn.functional.normalize(embedding.float(), dim=1)
@@ -44,7 +45,7 @@ def unseen_tokens(train_ids: torch.Tensor, embedding: torch.Tensor) -> dict[str,
         return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
     return {"vocab": int(V), "never_in_pretraining": int((~seen).sum()),
-            "mean_cos_unseen": mean_cos(unit[~seen]), "mean_cos_seen": mean_cos(unit[seen]), "_seen": seen}
+            "mean_cos_unseen": mean_cos(unit[~seen]), "mean_cos_seen": mean_cos(unit[seen])}, seen
 
 
 def induction(model, vocab: int, length: int = 50, rows: int = 16, seed: int = 0) -> dict[str, float]:
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     train_ids, _, _ = pretrain.load_token_data(settings)
     base, tok, _ = load_base(None, settings)
-    stats = unseen_tokens(train_ids, base.get_input_embeddings().weight.detach())
-    seen = stats.pop("_seen")
+    stats, seen = unseen_tokens(train_ids, base.get_input_embeddings().weight.detach())
     rng, forge = random.Random(2024), world_mod.NameForge(random.Random(2025), fresh=True)
     total = unseen = 0
     for _ in range(60):

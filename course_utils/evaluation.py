@@ -155,10 +155,10 @@ def _record_prompt(q: dict[str, Any]) -> tuple[list[dict[str, str]], str, str]:
     """``(conversation, question text, gold reply)`` of an evaluation question (asked as one user
     turn) or of a conversation record (``messages`` ending with the gold assistant turn)."""
     if "messages" in q:
-        msgs = q["messages"]
-        if not msgs or msgs[-1]["role"] != "assistant":
-            raise ValueError(f"Record {q.get('id', '?')} does not end with an assistant turn.")
-        return msgs[:-1], msgs[-2]["content"] if len(msgs) > 1 else "", msgs[-1]["content"]
+        from course_utils.sft import prompt_and_gold
+
+        conv, gold = prompt_and_gold(q)
+        return conv, conv[-1]["content"] if conv else "", gold
     return [{"role": "user", "content": q["question"]}], q["question"], q["answer"]
 
 
@@ -619,12 +619,20 @@ def _rag_prompts(questions, tokenizer, model, settings, config: EvalConfig, inde
     for q, hs in zip(questions, hits):
         kept = fit_passages([h["text"] for h in hs], q["question"], tokenizer, ctx, config.max_new_tokens)
         convs.append([{"role": "user", "content": PROMPT_TEMPLATE.format(context=" ".join(kept), question=q["question"])}])
-        golds = {index.duplicates.get(g, g) for g in q.get("gold_doc_ids", [])}
-        extra.append({"contexts": [h["text"] for h in hs], "context_ids": [h["id"] for h in hs],
-                      "relevant": [index.duplicates.get(h["doc_id"], h["doc_id"]) in golds for h in hs],
-                      "passages": [{"id": h["id"], "text": h["text"]} for h in hs], "context": " ".join(kept),
-                      "gold_docs": golds})
+        extra.append(_retrieval(q, hs, index.duplicates, " ".join(kept)))
     return convs, extra, index
+
+
+def _retrieval(q: dict[str, Any], passages: list[dict[str, Any]], duplicates: dict[str, str], context: str,
+               cited_ids: list[str] | None = None) -> dict[str, Any]:
+    """What RAG scoring needs about one question's retrieval: the passages (``id``, ``doc_id``,
+    ``text``, in rank order), which of them come from a gold document (mirrors mapped to their
+    originals by ``duplicates``), the ``context`` the model was given and, if the runner made
+    them, its citations (else :func:`_score_rows` attributes them with ``rag_chain.cite``)."""
+    golds = {duplicates.get(g, g) for g in q.get("gold_doc_ids", [])}
+    return {"contexts": [p["text"] for p in passages], "context_ids": [p["id"] for p in passages],
+            "relevant": [duplicates.get(p["doc_id"], p["doc_id"]) in golds for p in passages],
+            "passages": passages, "context": context, "gold_docs": golds, "cited_ids": cited_ids}
 
 
 # ===================================================================== the harness
@@ -707,15 +715,13 @@ def _score_rows(questions, prompts, outs, extra, label: str, settings: Settings)
         if x:
             from course_utils.rag_chain import cite
 
-            cited = x["cited_ids"] if "cited_ids" in x else cite(o["reply"], q["question"], x["passages"])
+            cited = x["cited_ids"] if x["cited_ids"] is not None else cite(o["reply"], q["question"], x["passages"])
             row.update(context_ids=x["context_ids"], contexts=x["contexts"], cited_ids=cited,
                        context_precision=context_precision(x["relevant"]),
                        context_recall=context_recall(q["answer"], x["contexts"]),
-                       faithfulness=faithfulness(o["reply"], x["contexts"]))
-            if "context" in x:  # the text the model was actually given
-                row["in_context"] = contains_answer(x["context"], _golds(q))
-            golds = x.get("gold_docs", set())
-            row["cited_gold"] = float(any(c.split("#")[0] in golds for c in cited))
+                       faithfulness=faithfulness(o["reply"], x["contexts"]),
+                       in_context=contains_answer(x["context"], _golds(q)),  # the text the model was given
+                       cited_gold=float(any(c.split("#")[0] in x["gold_docs"] for c in cited)))
         rows.append(row)
     return rows
 
@@ -817,12 +823,10 @@ def evaluate_chain(chain, questions: list[dict[str, Any]], *, label: str = "chai
                 extra.append({})
                 continue
             outs.append({"reply": out["answer"]})
-            docs = out.get("docs") or []
-            golds = {dup.get(g, g) for g in q.get("gold_doc_ids", [])}
-            doc_ids = [dup.get(d.metadata.get("doc_id"), d.metadata.get("doc_id")) for d in docs]
-            extra.append({"contexts": [d.page_content for d in docs], "context_ids": [d.metadata.get("id") for d in docs],
-                          "relevant": [d in golds for d in doc_ids], "cited_ids": list(out.get("cited_ids", [])),
-                          "context": out.get("context", " ".join(d.page_content for d in docs)), "gold_docs": golds})
+            passages = [{"id": d.metadata.get("id"), "doc_id": d.metadata.get("doc_id"), "text": d.page_content}
+                        for d in out.get("docs") or []]
+            extra.append(_retrieval(q, passages, dup, out.get("context", " ".join(p["text"] for p in passages)),
+                                    list(out.get("cited_ids", []))))
         bar.update(len(batch))
     bar.close()
     prompts = [_record_prompt(q) for q in questions]

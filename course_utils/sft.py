@@ -301,7 +301,7 @@ def train_sft(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path 
 def prompt_and_gold(record: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
     """The messages before the last assistant turn, and that turn's content (the gold reply)."""
     messages = record["messages"]
-    if messages[-1]["role"] != "assistant":
+    if not messages or messages[-1]["role"] != "assistant":
         raise ValueError(f"Record {record.get('id', '?')} does not end with an assistant turn.")
     return messages[:-1], messages[-1]["content"]
 
