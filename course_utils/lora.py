@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ __all__ = [
     "load_or_build_lora_facts",
     "max_logit_diff",
     "merge_lora",
+    "never_seen_rows",
     "run_lora",
     "split_unseen_facts",
+    "train_lora",
 ]
 
 #: The attention (q, k, v, o) and MLP (gate, up, down) projections of a Llama block.
@@ -105,13 +108,91 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def lora_config(r: int = 8, alpha: float | None = None, targets=TARGET_MODULES, dropout: float = 0.0):
+def lora_config(r: int = 8, alpha: float | None = None, targets=TARGET_MODULES, dropout: float = 0.0,
+                token_rows: Sequence[int] = ()):
     """peft's ``LoraConfig`` for a causal LM with the same meaning as :func:`apply_lora`
-    (``alpha`` defaults to ``2 * r``)."""
+    (``alpha`` defaults to ``2 * r``). ``token_rows``: embedding rows that train too (peft's
+    *trainable tokens*; with tied weights the same rows of the output head)."""
     from peft import LoraConfig
 
+    extra = {"trainable_token_indices": {"embed_tokens": sorted(int(i) for i in token_rows)}} if token_rows else {}
     return LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r, target_modules=list(targets),
-                      lora_dropout=dropout, bias="none", task_type="CAUSAL_LM")
+                      lora_dropout=dropout, bias="none", task_type="CAUSAL_LM", **extra)
+
+
+def never_seen_rows(tokenizer, records: list[dict[str, Any]], settings: Settings | None = None,
+                    pretraining_ids: torch.Tensor | None = None) -> list[int]:
+    """Token ids that the chat ``records`` use (any turn, chat tokens included) and that never
+    occur in the pretraining tokens (default: the course corpus, :func:`pretrain.load_token_data`).
+
+    Pretraining never trains such a row, and weight decay pulls all of them towards one vector,
+    so layers cannot tell these tokens apart and LoRA, which leaves the embedding alone, cannot
+    learn to read or write them (notebook 05 measures it). Meaningful only for a model
+    pretrained on ``pretraining_ids``: for another base model, pass its own or train no rows.
+    """
+    if pretraining_ids is None:
+        from course_utils.pretrain import load_token_data
+
+        pretraining_ids = load_token_data(settings)[0]
+    vocab = len(tokenizer)
+    seen = torch.bincount(pretraining_ids.long(), minlength=vocab)[:vocab] > 0
+    used: set[int] = set()
+    for r in records:
+        text = tokenizer.apply_chat_template(r["messages"], tokenize=False)
+        used.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return sorted(i for i in used if i < vocab and not seen[i])
+
+
+def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg, r: int = 8,
+               token_rows: Sequence[int] = (), targets=TARGET_MODULES):
+    """LoRA at rank ``r`` (on the ``targets`` projections) on ``records`` with trl, plus the
+    embedding rows ``token_rows``.
+
+    Returns :class:`course_utils.sft.SFTRun` whose ``model`` is a peft model in peft's own
+    format (LoRA layers and, with rows, *trainable tokens*), so saving, reloading, switching
+    and merging work as for any adapter; ``base`` is not modified.
+
+    trl 0.16's SFT trainer computes the loss through a fused output head that reads the head's
+    weight directly, bypassing peft's trainable-tokens layer, so rows are trained as the
+    embedding itself with every other row's gradient zeroed (and no weight decay), then
+    copied into a trainable-tokens adapter: the same numbers, in the format peft saves.
+    """
+    import copy
+    import dataclasses
+
+    from peft import get_peft_model
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    from course_utils.sft import count_parameters, train_sft
+
+    rows = sorted({int(i) for i in token_rows})
+    if not rows:
+        return train_sft(copy.deepcopy(base), tokenizer, records, cfg, peft_config=lora_config(r, targets=targets))
+    vocab = base.get_input_embeddings().weight.shape[0]
+    if rows[0] < 0 or rows[-1] >= vocab:
+        raise ValueError(f"token_rows must lie in [0, {vocab}); got {rows[0]}..{rows[-1]}.")
+    work = get_peft_model(copy.deepcopy(base), lora_config(r, targets=targets))
+    emb = work.get_input_embeddings().weight
+    emb.requires_grad_(True)
+    keep = torch.zeros(vocab, 1, dtype=emb.dtype)
+    keep[rows] = 1
+    hook = emb.register_hook(lambda g: g * keep)
+    try:
+        run = train_sft(work, tokenizer, records, dataclasses.replace(cfg, weight_decay=0.0))
+    finally:
+        hook.remove()
+    native = get_peft_model(copy.deepcopy(base), lora_config(r, targets=targets, token_rows=rows))
+    trained = dict(work.named_parameters())
+    with torch.no_grad():
+        for name, p in native.named_parameters():
+            if "lora_" in name:
+                p.copy_(trained[name])
+        for m in native.modules():
+            if isinstance(m, TrainableTokensLayer):
+                m.trainable_tokens_delta["default"].copy_(emb.detach()[rows])
+    run.model = native.eval()
+    run.trainable = count_parameters(native)[0]  # LoRA + the rows (run.total: base + LoRA, as without rows)
+    return run
 
 
 @torch.no_grad()
@@ -274,8 +355,9 @@ def load_lora_facts_model(path: str | Path):
 # ---------------------------------------------------------------------- the command line
 def run_lora(settings: Settings | None = None, base_model: str | Path | None = None, rank: int = 8,
              steps: int | None = None, eval_limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """What ``course lora`` runs: from-scratch LoRA checked against peft; peft LoRA on the
-    SFT task from the base model, scored against the full fine-tuning (the SFT artifact);
+    """What ``course lora`` runs: from-scratch LoRA checked against peft; peft LoRA (plus the
+    embedding rows pretraining never trained, :func:`never_seen_rows`, for the course base model)
+    on the SFT task from the base model, scored against the full fine-tuning (the SFT artifact);
     merge equivalence; the unseen-facts adapter, learned and forgotten."""
     import copy
 
@@ -285,7 +367,7 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     from course_utils.data import load_eval, load_sft
     from course_utils.sft import (
         SFTRunConfig, default_config, evaluate, held_out_sample, load_base, load_or_build_sft_model,
-        train_sft, training_record,
+        training_record,
     )
 
     settings = settings or get_settings()
@@ -306,8 +388,9 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     # 2. peft LoRA on the SFT task vs full fine-tuning
     full_cfg = default_config(settings)
     lora_cfg = SFTRunConfig(**{**full_cfg.__dict__, "lr": full_cfg.lr * 3, "max_steps": steps or full_cfg.max_steps})
-    lora_run = train_sft(copy.deepcopy(base), tok, load_sft("train", settings=settings), lora_cfg,
-                         peft_config=lora_config(rank))
+    train = load_sft("train", settings=settings)
+    rows = never_seen_rows(tok, train, settings) if base_model is None else []  # only the course corpus is known
+    lora_run = train_lora(base, tok, train, lora_cfg, r=rank, token_rows=rows)
     sft_path = load_or_build_sft_model(settings, base_model)
     full_model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32).eval()
     test = held_out_sample(load_sft("test", settings=settings), 4 if settings.fast else 12, seed=settings.seed)
@@ -338,6 +421,7 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     return {
         "base": source,
         "rank": rank,
+        "token_rows": len(rows),
         "scratch_vs_peft_max_diff": scratch_vs_peft,
         "merge_max_diff": merged_diff,
         "full": training_record(sft_path)["summary"],

@@ -105,3 +105,56 @@ def test_cli_registers_lora():
 
     args = build_parser().parse_args(["lora", "--json", "--rank", "4", "--steps", "3"])
     assert args.json and args.rank == 4 and args.steps == 3 and callable(args.func)
+
+
+def test_never_seen_rows_are_the_used_ids_pretraining_lacks(tmp_path):
+    from course_utils import sft
+    from course_utils.data import load_sft
+    from tests.test_sft import tiny_model_folder
+
+    _, tok, _ = sft.load_base(tiny_model_folder(tmp_path / "m"))
+    records = load_sft("train")[:20]
+    text = tok.apply_chat_template(records[0]["messages"], tokenize=False)
+    first = tok(text, add_special_tokens=False)["input_ids"]
+    pretraining = torch.tensor(first)  # pretend pretraining saw exactly the first conversation
+    rows = lora.never_seen_rows(tok, records, pretraining_ids=pretraining)
+    assert rows == sorted(rows) and not set(rows) & set(first)
+    used = {i for r in records for i in tok(tok.apply_chat_template(r["messages"], tokenize=False),
+                                            add_special_tokens=False)["input_ids"]}
+    assert set(rows) == used - set(first)
+    assert lora.never_seen_rows(tok, records, pretraining_ids=torch.tensor(sorted(used))) == []
+
+
+def test_train_lora_with_rows_trains_only_those_rows_and_saves_as_peft(tmp_path):
+    from peft import PeftModel
+
+    from course_utils import sft
+    from course_utils.data import load_sft
+    from tests.test_sft import tiny_model_folder
+
+    base, tok, _ = sft.load_base(tiny_model_folder(tmp_path / "m"))
+    before = base.get_input_embeddings().weight.detach().clone()
+    records = [r for r in load_sft("train") if r["kind"] == "closed_book"][:16]
+    rows = [7, 8, 9, 30]
+    cfg = sft.SFTRunConfig(max_steps=6, batch_size=4, lr=1e-2, logging_steps=2)
+    run = lora.train_lora(base, tok, records, cfg, r=2, token_rows=rows)
+    assert torch.equal(base.get_input_embeddings().weight, before)  # the base is untouched
+    plain = lora.train_lora(base, tok, records, cfg, r=2)
+    assert run.trainable == plain.trainable + len(rows) * before.shape[1]
+    assert run.total == plain.total
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    layer = next(m for m in run.model.modules() if isinstance(m, TrainableTokensLayer))
+    W = layer.get_merged_weights(["default"])
+    other = torch.ones(before.shape[0], dtype=torch.bool)
+    other[rows] = False
+    assert torch.equal(W[other], before[other]) and not torch.equal(W[rows], before[rows])
+    ids = torch.tensor([[1, 7, 8, 30, 9, 12]])
+    run.model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(sft.load_base(tiny_model_folder(tmp_path / "m2"))[0],
+                                         tmp_path / "adapter").eval()
+    assert lora.max_logit_diff(reloaded, run.model, ids) < 1e-5
+    merged_model = run.model.merge_and_unload()
+    assert lora.max_logit_diff(merged_model, reloaded, ids) < 1e-4
+    with pytest.raises(ValueError, match="token_rows"):
+        lora.train_lora(base, tok, records, cfg, r=2, token_rows=[10_000])

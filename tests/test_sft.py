@@ -118,3 +118,10 @@ def test_cli_registers_sft():
 
     args = build_parser().parse_args(["sft", "--json", "--base-model", "some/folder", "--per-kind", "2"])
     assert args.json and args.base_model == "some/folder" and args.per_kind == 2 and callable(args.func)
+
+
+def test_cpu_training_runs_without_activation_checkpointing(tmp_path):
+    """trl turns activation checkpointing on by default; on a CPU it only costs a second forward."""
+    args = sft.make_sft_config(sft.SFTRunConfig(max_steps=1), tmp_path)
+    if not torch.cuda.is_available():
+        assert args.activation_checkpointing is False and args.gradient_checkpointing is False
