@@ -1,8 +1,9 @@
 """Why the course model cannot read a passage or be fine-tuned cheaply: three measurements.
 
 Notebooks 02, 04, 05 and 08 report that the learner base model copies 0% of one-off facts from
-a passage (``reading_probe``), that grounded SFT answers stay at 0, and that LoRA gets a quarter
-of full fine-tuning's gain. This script measures the causes on the cached models:
+a passage (``reading_probe``), that grounded SFT answers stay at 0, and that plain LoRA gets a
+quarter of full fine-tuning's gain (LoRA plus the rows of the never-seen tokens, which notebook 05
+now trains, gets most of it). This script measures the causes on the cached models:
 
 1. **Tokens never seen in pretraining**: how many vocabulary ids never occur in the tokenized
    pretraining corpus (bytes and intermediate BPE merges the corpus always merges further), how
