@@ -22,12 +22,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from course_utils.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from course_utils.sft import SFTRun, SFTRunConfig
 
 __all__ = [
     "TARGET_MODULES",
@@ -125,8 +128,10 @@ def never_seen_rows(tokenizer, records: list[dict[str, Any]], settings: Settings
     """Token ids that the chat ``records`` use (any turn, chat tokens included) and that never
     occur in the pretraining tokens (default: the course corpus, :func:`pretrain.load_token_data`).
 
-    Pretraining never trains such a row, and weight decay pulls all of them towards one vector,
-    so layers cannot tell these tokens apart and LoRA, which leaves the embedding alone, cannot
+    Pretraining never shows such a token as an input or a target: with tied weights its row only
+    ever gets pushed down as a wrong answer of the output head, the same way for all of them, so
+    the rows end up nearly one vector (mean cosine 0.98, ``benchmarks/diagnose_copying.py``). No
+    layer can then tell these tokens apart, and LoRA, which leaves the embedding alone, cannot
     learn to read or write them (notebook 05 measures it). Meaningful only for a model
     pretrained on ``pretraining_ids``: for another base model, pass its own or train no rows.
     """
@@ -143,8 +148,8 @@ def never_seen_rows(tokenizer, records: list[dict[str, Any]], settings: Settings
     return sorted(i for i in used if i < vocab and not seen[i])
 
 
-def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg, r: int = 8,
-               token_rows: Sequence[int] = (), targets=TARGET_MODULES):
+def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig, r: int = 8,
+               token_rows: Sequence[int] = (), targets=TARGET_MODULES) -> SFTRun:
     """LoRA at rank ``r`` (on the ``targets`` projections) on ``records`` with trl, plus the
     embedding rows ``token_rows``.
 
