@@ -50,12 +50,13 @@ def unseen_tokens(train_ids: torch.Tensor, embedding: torch.Tensor) -> tuple[dic
 
 
 def induction(model, vocab: int, length: int = 50, rows: int = 16, seed: int = 0) -> dict[str, float]:
-    """Mean NLL of the first and the second copy of random sequences of ``length`` ids."""
+    """Mean NLL of the first and the second copy of random sequences of ``length`` ids.
+    ``model``: a transformers causal LM or our GPT (both return the logits first)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(100, vocab, (rows, length), generator=g)
     ids = torch.cat([x, x], 1)
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[:, :-1].float()
+        logits = model(ids)[0][:, :-1].float()
     nll = -torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
     return {"first_copy_nll": float(nll[:, : length - 1].mean()), "second_copy_nll": float(nll[:, length:].mean())}
 

@@ -31,12 +31,13 @@ RAG therefore needs a larger base model (the ``gpu`` preset) or a hub model to s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import time
 
 import torch
+
+from benchmarks.diagnose_copying import induction
 
 
 def copy_batch(rows: int, T: int, vocab: int, seed: int, low: int = 6,
@@ -54,17 +55,6 @@ def copy_batch(rows: int, T: int, vocab: int, seed: int, low: int = 6,
     y = x[:, 1:].clone()
     y[first[:, 1:]] = -100
     return x[:, :-1], y
-
-
-@torch.no_grad()
-def induction_nll(model, vocab: int, length: int = 50, rows: int = 16, seed: int = 0) -> tuple[float, float]:
-    """Mean NLL of the first and the second copy of random sequences repeated once (our GPT)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(100, vocab, (rows, length), generator=g)
-    ids = torch.cat([x, x], 1)
-    logits, _ = model(ids)
-    nll = -torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
-    return float(nll[:, : length - 1].mean()), float(nll[:, length:].mean())
 
 
 def pure(args) -> dict:
@@ -85,9 +75,10 @@ def pure(args) -> dict:
         sched.step()
         opt.zero_grad(set_to_none=True)
         if (step + 1) % 25 == 0 or step + 1 == args.steps:
-            first, second = induction_nll(model, 4078)
-            rows.append({"step": step + 1, "train_loss": round(float(loss.detach()), 3), "first_copy": round(first, 3),
-                         "second_copy": round(second, 3), "s": round(time.time() - t0)})
+            nll = induction(model, 4078)
+            rows.append({"step": step + 1, "train_loss": round(float(loss.detach()), 3),
+                         "first_copy": round(nll["first_copy_nll"], 3), "second_copy": round(nll["second_copy_nll"], 3),
+                         "s": round(time.time() - t0)})
             print(rows[-1], flush=True)
     return {"mode": "pure", "steps": args.steps, "lr": args.lr, "span": args.span, "vocab": args.vocab, "log": rows}
 
@@ -111,16 +102,17 @@ def mix(args) -> dict:
         cx, cy = copy_batch(args.rows, self.T, len(tok), seed=calls["n"])
         return torch.cat([x[args.rows:], cx]), torch.cat([y[args.rows:], cy])
 
-    with contextlib.ExitStack() as stack:
-        pretrain._Batches.next = with_copies
-        stack.callback(setattr, pretrain._Batches, "next", original)
+    pretrain._Batches.next = with_copies
+    try:
         result = pretrain.train(cfg, train_ids, val_ids, progress=True)
+    finally:
+        pretrain._Batches.next = original
     model = result.model.eval()
-    first, second = induction_nll(model, len(tok))
+    nll = induction(model, len(tok))
     birth = pretrain.birthplace_probe(model, tok, settings, limit=120)["share_correct"]
     reading = pretrain.reading_probe(model, tok, n=60)["share_correct"]
-    out = {"mode": "mix", "copy_rows": args.rows, "val_loss": result.val_loss, "first_copy": first,
-           "second_copy": second, "birthplace": birth, "reading": reading}
+    out = {"mode": "mix", "copy_rows": args.rows, "val_loss": result.val_loss, "first_copy": nll["first_copy_nll"],
+           "second_copy": nll["second_copy_nll"], "birthplace": birth, "reading": reading}
     print(out)
     return out
 
