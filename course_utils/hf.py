@@ -60,7 +60,7 @@ def trainer_device_flags() -> dict:
     """Device flags for a transformers/trl ``TrainingArguments``: bf16 on a GPU that has it,
     and on a CPU ``use_cpu=True, bf16=False`` (trl configs default to bf16, which fails there).
 
-    On a CPU activation checkpointing is off: trl 0.16 turns it on by default, which saves
+    On a CPU activation checkpointing is off: trl 1.16 turns it on by default, which saves
     activation memory by running each forward twice; the course models are small, so it only
     cost time (LoRA on the SFT set: 1.18 -> 0.98 s/step, the same losses).
     """

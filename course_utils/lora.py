@@ -157,7 +157,7 @@ def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig
     format (LoRA layers and, with rows, *trainable tokens*), so saving, reloading, switching
     and merging work as for any adapter; ``base`` is not modified.
 
-    trl 0.16's SFT trainer computes the loss through a fused output head that reads the head's
+    trl 1.16's SFT trainer computes the loss through a fused output head that reads the head's
     weight directly, bypassing peft's trainable-tokens layer, so rows are trained as the
     embedding itself with every other row's gradient zeroed (and no weight decay), then
     copied into a trainable-tokens adapter: the same numbers, in the format peft saves.

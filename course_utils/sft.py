@@ -16,6 +16,8 @@ What is here, in the order the notebook uses it:
 - :func:`make_trainer` / :func:`train_sft`: trl's ``SFTTrainer`` configured for a CPU
   (``use_cpu=True, bf16=False``) or a GPU, with ``assistant_only_loss=True``; the loss
   history comes back for plotting. A ``peft_config`` turns it into LoRA (notebook 05).
+  Batches are padding-free when every conversation fits the context (same loss, no time
+  spent on padding).
 - :func:`generate_answers`: greedy replies to held-out prompts, the one generation loop of
   the course; :func:`evaluate` scores them (exact match, token F1, format share, grounded
   answers) through the evaluation harness of notebook 10
@@ -48,6 +50,7 @@ __all__ = [
     "held_out_sample",
     "load_base",
     "load_or_build_sft_model",
+    "longest_conversation",
     "make_sft_config",
     "make_trainer",
     "prompt_and_gold",
@@ -225,14 +228,39 @@ def _to_dataset(records: list[dict[str, Any]]):
     return Dataset.from_list([{"messages": r["messages"]} for r in records])
 
 
-def make_trainer(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path, peft_config=None, **overrides):
-    """An ``SFTTrainer`` over ``records`` (each with ``messages``)."""
+def longest_conversation(tokenizer, records: list[dict[str, Any]]) -> int:
+    """Tokens in the longest of ``records`` once the chat template is applied."""
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in records]
+    return max((len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]), default=0)
+
+
+def make_trainer(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path, peft_config=None,
+                 padding_free: bool | None = None, **overrides):
+    """An ``SFTTrainer`` over ``records`` (each with ``messages``).
+
+    ``padding_free`` (None: whenever every conversation fits in the context) puts each batch
+    in one row, conversations one after another, instead of padding them to the longest:
+    the position ids restart at each conversation and transformers builds an attention mask
+    from them that keeps conversations apart, so the loss is the same and no time goes to
+    padding (on the course SFT set, where half of a padded batch is padding: 0.99 -> 0.68
+    s/step for full fine-tuning, 1.10 -> 0.72 for LoRA). trl enforces no ``max_length`` then,
+    so a set with longer conversations is padded and cut at ``max_length`` as usual.
+    """
     from trl import SFTTrainer
 
     if cfg.train_examples:
         records = records[: cfg.train_examples]
     max_length = min(cfg.max_length, context_length(model))
+    longest = longest_conversation(tokenizer, records)
+    fits = longest <= max_length
+    if padding_free and not fits:
+        raise ValueError(f"padding_free=True needs every conversation within {max_length} tokens "
+                         f"(longest: {longest}); use padding_free=None to pad and cut instead.")
+    if padding_free is None:
+        padding_free = fits
     args = make_sft_config(cfg, out_dir, max_length=max_length, **overrides)
+    if padding_free:
+        args.padding_free, args.max_length = True, None
     return SFTTrainer(
         model=model,
         args=args,
@@ -265,7 +293,8 @@ def count_parameters(model) -> tuple[int, int]:
 
 def train_sft(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path | None = None,
               peft_config=None, **overrides) -> SFTRun:
-    """Fine-tune ``model`` on ``records`` with trl (full, or LoRA with ``peft_config``)."""
+    """Fine-tune ``model`` on ``records`` with trl (full, or LoRA with ``peft_config``);
+    ``overrides`` go to :func:`make_trainer` (``padding_free``) and trl's ``SFTConfig``."""
     import tempfile
 
     from transformers import set_seed

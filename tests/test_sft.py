@@ -53,11 +53,44 @@ def test_collate_by_hand_ignores_prompt_and_padding(tiny):
 def test_trl_labels_equal_hand_labels(tiny, tmp_path):
     model, tok, _ = sft.load_base(tiny)
     records = [r for r in load_sft("train") if r["kind"] == "closed_book"][:4]
-    trainer = sft.make_trainer(model, tok, records, sft.SFTRunConfig(max_steps=1, batch_size=2), tmp_path)
+    trainer = sft.make_trainer(model, tok, records, sft.SFTRunConfig(max_steps=1, batch_size=2), tmp_path,
+                               padding_free=False)
     trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(records))])
     hand = sft.collate_by_hand(tok, [r["messages"] for r in records])
     T = hand["labels"].shape[1]
     assert torch.equal(trl_batch["labels"][:, :T], hand["labels"])
+
+
+def test_padding_free_batches_give_the_padded_loss(tiny, tmp_path):
+    """One row per batch, position ids restarting per conversation: the same loss as padding."""
+    model, tok, _ = sft.load_base(tiny)
+    records = [r for r in load_sft("train") if r["kind"] == "closed_book"][:4]
+    assert sft.longest_conversation(tok, records) <= sft.context_length(model)
+    cfg = sft.SFTRunConfig(max_steps=1, batch_size=4)
+    free = sft.make_trainer(model, tok, records, cfg, tmp_path / "free")  # auto: everything fits
+    padded = sft.make_trainer(model, tok, records, cfg, tmp_path / "pad", padding_free=False)
+    assert free.args.padding_free and not padded.args.padding_free
+    losses = []
+    for trainer in (free, padded):
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(records))])
+        keys = ("input_ids", "labels", "position_ids") if trainer.args.padding_free else \
+            ("input_ids", "labels", "attention_mask")
+        with torch.no_grad():
+            losses.append(model(**{k: batch[k] for k in keys}).loss.item())
+        rows = batch["input_ids"].shape[0]
+        assert rows == (1 if trainer.args.padding_free else len(records))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+def test_padding_free_needs_conversations_that_fit(tiny, tmp_path):
+    model, tok, _ = sft.load_base(tiny)
+    records = load_sft("train")[:200]
+    longest = sft.longest_conversation(tok, records)
+    assert longest > sft.context_length(model)  # the tiny model's context is 128 tokens
+    auto = sft.make_trainer(model, tok, records, sft.SFTRunConfig(max_steps=1), tmp_path / "auto")
+    assert not auto.args.padding_free and auto.args.max_length == sft.context_length(model)  # padded and cut
+    with pytest.raises(ValueError, match="padding_free=True needs"):
+        sft.make_trainer(model, tok, records, sft.SFTRunConfig(max_steps=1), tmp_path / "x", padding_free=True)
 
 
 def test_training_lowers_the_loss_and_the_artifact_reloads(tiny, monkeypatch):
