@@ -372,7 +372,7 @@ def _add_lora(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "lora", "LoRA: from scratch vs peft, LoRA vs full fine-tuning, merge, and the unseen-facts adapter")
     p.add_argument("--base-model", default=None, help="a transformers model folder or hub id (default: the course base model)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r (alpha = 2r)")
-    p.add_argument("--steps", type=int, default=None, help="LoRA training steps (default: as many as full SFT)")
+    p.add_argument("--steps", type=int, default=None, help="LoRA training steps (default: notebook 05's budget, lora.default_lora_config)")
     p.add_argument("--eval-limit", type=int, default=None, help="questions scored per set (default by mode)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_lora)

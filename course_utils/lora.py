@@ -38,6 +38,7 @@ __all__ = [
     "LoRAFactsConfig",
     "apply_lora",
     "copy_lora_to_peft",
+    "default_lora_config",
     "facts_training_records",
     "lora_config",
     "load_or_build_lora_facts",
@@ -146,6 +147,19 @@ def never_seen_rows(tokenizer, records: list[dict[str, Any]], settings: Settings
         text = tokenizer.apply_chat_template(r["messages"], tokenize=False)
         used.update(tokenizer(text, add_special_tokens=False)["input_ids"])
     return sorted(i for i in used if i < vocab and not seen[i])
+
+
+def default_lora_config(settings: Settings | None = None):
+    """The LoRA budget of notebook 05 and ``course lora``: :func:`course_utils.sft.default_config`
+    with a higher learning rate (adapters start at zero and train few weights) and fewer steps
+    (notebook 05 trains three ranks in the time of one full fine-tuning)."""
+    import dataclasses
+
+    from course_utils.sft import default_config
+
+    settings = settings or get_settings()
+    return dataclasses.replace(default_config(settings), lr=settings.budget(fast=5e-3, learner=4e-3),
+                               max_steps=settings.budget(fast=4, learner=170))
 
 
 def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig, r: int = 8,
@@ -365,15 +379,13 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     on the SFT task from the base model, scored against the full fine-tuning (the SFT artifact);
     merge equivalence; the unseen-facts adapter, learned and forgotten."""
     import copy
+    import dataclasses
 
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from course_utils.data import load_eval, load_sft
-    from course_utils.sft import (
-        SFTRunConfig, default_config, evaluate, held_out_sample, load_base, load_or_build_sft_model,
-        training_record,
-    )
+    from course_utils.sft import evaluate, held_out_sample, load_base, load_or_build_sft_model, training_record
 
     settings = settings or get_settings()
     eval_limit = eval_limit or (16 if settings.fast else 100)
@@ -391,8 +403,9 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     scratch_vs_peft = max_logit_diff(ours, theirs, ids)
 
     # 2. peft LoRA on the SFT task vs full fine-tuning
-    full_cfg = default_config(settings)
-    lora_cfg = SFTRunConfig(**{**full_cfg.__dict__, "lr": full_cfg.lr * 3, "max_steps": steps or full_cfg.max_steps})
+    lora_cfg = default_lora_config(settings)
+    if steps:
+        lora_cfg = dataclasses.replace(lora_cfg, max_steps=steps)
     train = load_sft("train", settings=settings)
     rows = never_seen_rows(tok, train, settings) if base_model is None else []  # only the course corpus is known
     lora_run = train_lora(base, tok, train, lora_cfg, r=rank, token_rows=rows)

@@ -107,6 +107,18 @@ def test_cli_registers_lora():
     assert args.json and args.rank == 4 and args.steps == 3 and callable(args.func)
 
 
+def test_default_lora_config_is_the_sft_budget_with_a_larger_step(monkeypatch):
+    from course_utils import sft
+    from course_utils.settings import get_settings
+
+    for fast in ("1", "0"):
+        monkeypatch.setenv("COURSE_FAST", fast)
+        S = get_settings()
+        full, adapters = sft.default_config(S), lora.default_lora_config(S)
+        assert adapters.lr > full.lr and adapters.max_steps < full.max_steps
+        assert (adapters.batch_size, adapters.max_length, adapters.seed) == (full.batch_size, full.max_length, full.seed)
+
+
 def test_never_seen_rows_are_the_used_ids_pretraining_lacks(tmp_path):
     from course_utils import sft
     from course_utils.data import load_sft
