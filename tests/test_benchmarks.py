@@ -1,10 +1,15 @@
-"""The measurement helpers of benchmarks/ that the notes quote: copy sequences score only what can be copied."""
+"""The measurement helpers of benchmarks/ that the notes quote: copy sequences score only what can be
+copied; the SFT budget script reads its runs right."""
 
 from __future__ import annotations
 
+import argparse
+
+import pytest
 import torch
 
 from benchmarks.induction_budget import copy_batch
+from benchmarks.sft_budget import DEFAULT_RUNS, parse_run
 
 
 def test_copy_batch_repeats_a_span_and_ignores_its_first_copy():
@@ -18,3 +23,11 @@ def test_copy_batch_repeats_a_span_and_ignores_its_first_copy():
         assert torch.equal(x[r, n:], x[r, :-n])  # a repeat of the span
         assert torch.equal(y[r, n - 1:], torch.cat([x[r, n:], x[r, -n:-n + 1] if n > 1 else x[r, :1]]))
     assert torch.equal(copy_batch(2, 16, 30, seed=1)[0], copy_batch(2, 16, 30, seed=1)[0])
+
+
+def test_sft_budget_reads_lr_steps_pairs():
+    assert parse_run("5e-4:450") == (5e-4, 450)
+    assert [parse_run(r) for r in DEFAULT_RUNS][-1] == (5e-4, 450)
+    for bad in ("5e-4", "x:3", "0:10", "1e-3:-5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_run(bad)
