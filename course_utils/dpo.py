@@ -72,6 +72,9 @@ class DPORunConfig:
     # 5e-4 drifted to a KL of 1.5 nats/token and cost 5 points of recall on the evaluation set (measured)
     warmup_ratio: float = 0.05  # share of steps spent warming up
     beta: float = 0.1  # strength of the pull towards the reference (higher: stay closer)
+    sft_weight: float = 1.0  # weight of an added NLL loss on the chosen answers (RPO; 0: plain DPO). Plain DPO
+    # of the course SFT model lowered chosen and rejected answers alike where it cannot tell them apart: passage
+    # answers fell apart, recall 0.347 -> 0.294, reward-model win rate 35%; with it 0.341 and 47% (measured)
     lora_r: int = 16  # rank of each adapter
     lora_alpha: int = 32  # adapter scale is lora_alpha / lora_r
     target_modules: tuple[str, ...] = LORA_TARGETS  # linear layers that get adapters
@@ -94,6 +97,7 @@ class DPORun:
     step_seconds: float  # wall time per optimizer step
     trainable: int  # trainable (adapter) parameters
     total: int  # all parameters
+    sft_weight: float = 0.0  # weight of the chosen answers' NLL in the logged loss (0: plain DPO loss)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able figures."""
@@ -379,6 +383,7 @@ def train_dpo(model, tokenizer, records: list[dict[str, Any]], cfg: DPORunConfig
             lr_scheduler_type="linear", beta=cfg.beta, max_length=max_length, logging_steps=cfg.logging_steps,
             save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
             disable_tqdm=not progress, **trainer_device_flags(),
+            **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {}),
         )
         trainer = DPOTrainer(model=model, args=args, train_dataset=_pref_dataset(records), processing_class=tokenizer,
                              peft_config=make_lora_config(cfg),
@@ -397,7 +402,8 @@ def train_dpo(model, tokenizer, records: list[dict[str, Any]], cfg: DPORunConfig
     total = sum(p.numel() for p in trained.parameters())
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     return DPORun(model=trained, history=history, kl=kl_rows, seconds=seconds,
-                  step_seconds=seconds / max(1, trainer.state.global_step), trainable=trainable, total=total)
+                  step_seconds=seconds / max(1, trainer.state.global_step), trainable=trainable, total=total,
+                  sft_weight=cfg.sft_weight)
 
 
 # ---------------------------------------------------------------------- which answer a model prefers
@@ -466,17 +472,21 @@ def plot_dpo_curves(run_or_record, ax=None):
 
     hist = run_or_record.history if isinstance(run_or_record, DPORun) else run_or_record["history"]
     kl = run_or_record.kl if isinstance(run_or_record, DPORun) else run_or_record["kl"]
+    sft_weight = (run_or_record.sft_weight if isinstance(run_or_record, DPORun)
+                  else run_or_record["summary"].get("sft_weight", 0.0))
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     steps = [h["step"] for h in hist]
-    panels = [("loss", "DPO loss (nats)"), ("accuracy", "reward accuracy (share of pairs)"),
+    loss_label = f"DPO loss + {sft_weight:g} x NLL of chosen (nats)" if sft_weight else "DPO loss (nats)"
+    panels = [("loss", loss_label), ("accuracy", "reward accuracy (share of pairs)"),
               ("margin", "reward margin r_chosen - r_rejected")]
     for a, (key, label) in zip(axes, panels):
         a.plot(steps, [h[key] for h in hist], marker="o", ms=3)
         a.set_xlabel("optimizer step")
         a.set_ylabel(label)
         a.grid(alpha=0.3)
-    axes[0].axhline(0.6931, ls="--", c="gray", lw=1, label="log 2 (no preference)")
-    axes[0].legend()
+    if not sft_weight:  # the DPO part alone starts at log 2 (policy = reference)
+        axes[0].axhline(0.6931, ls="--", c="gray", lw=1, label="log 2 (no preference)")
+        axes[0].legend()
     axes[3].plot([k["step"] for k in kl], [k["kl"] for k in kl], marker="o", ms=3, c="C3")
     axes[3].set_xlabel("optimizer step")
     axes[3].set_ylabel("KL(policy || reference), nats/token")

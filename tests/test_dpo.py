@@ -109,6 +109,18 @@ def test_train_dpo_with_lora_and_artifact(tiny, pairs):
     assert dpo.load_or_build_dpo_model(sft_model=folder, config=cfg, progress=False) == path  # cached
 
 
+def test_sft_weight_adds_the_nll_of_the_chosen_answers(tiny, pairs):
+    """RPO: DPO's loss starts at log 2 (policy = reference); the NLL term adds the chosen answers' NLL."""
+    _, model, tok = tiny
+    first = {}
+    for w in (0.0, 1.0):
+        cfg = dpo.DPORunConfig(max_steps=1, batch_size=4, lr=1e-3, logging_steps=1, kl_every=10, kl_pairs=2,
+                               lora_r=4, lora_alpha=8, train_pairs=8, sft_weight=w)
+        first[w] = dpo.train_dpo(copy.deepcopy(model), tok, pairs[0], cfg, progress=False).history[0]["loss"]
+    assert first[0.0] == pytest.approx(math.log(2), abs=1e-4)
+    assert first[1.0] - first[0.0] > 3.0  # a random 400-token model: several nats per chosen token
+
+
 def test_preference_accuracy_counts_ties_half():
     rows = [{"flaw": "rude", "chosen": -1.0, "rejected": -2.0, "ref_chosen": -1.0, "ref_rejected": -2.0},
             {"flaw": "rude", "chosen": -3.0, "rejected": -2.0, "ref_chosen": -4.0, "ref_rejected": -2.0}]
