@@ -163,13 +163,14 @@ def default_lora_config(settings: Settings | None = None):
 
 
 def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig, r: int = 8,
-               token_rows: Sequence[int] = (), targets=TARGET_MODULES) -> SFTRun:
+               token_rows: Sequence[int] = (), targets=TARGET_MODULES, **overrides: Any) -> SFTRun:
     """LoRA at rank ``r`` (on the ``targets`` projections) on ``records`` with trl, plus the
     embedding rows ``token_rows``.
 
     Returns :class:`course_utils.sft.SFTRun` whose ``model`` is a peft model in peft's own
     format (LoRA layers and, with rows, *trainable tokens*), so saving, reloading, switching
-    and merging work as for any adapter; ``base`` is not modified.
+    and merging work as for any adapter; ``base`` is not modified. ``overrides`` go to
+    :func:`course_utils.sft.train_sft` (``padding_free``, trl ``SFTConfig`` fields).
 
     trl 1.16's SFT trainer computes the loss through a fused output head that reads the head's
     weight directly, bypassing peft's trainable-tokens layer, so rows are trained as the
@@ -186,7 +187,8 @@ def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig
 
     rows = sorted({int(i) for i in token_rows})
     if not rows:
-        return train_sft(copy.deepcopy(base), tokenizer, records, cfg, peft_config=lora_config(r, targets=targets))
+        return train_sft(copy.deepcopy(base), tokenizer, records, cfg, peft_config=lora_config(r, targets=targets),
+                         **overrides)
     vocab = base.get_input_embeddings().weight.shape[0]
     if rows[0] < 0 or rows[-1] >= vocab:
         raise ValueError(f"token_rows must lie in [0, {vocab}); got {rows[0]}..{rows[-1]}.")
@@ -197,7 +199,7 @@ def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig
     keep[rows] = 1
     hook = emb.register_hook(lambda g: g * keep)
     try:
-        run = train_sft(work, tokenizer, records, dataclasses.replace(cfg, weight_decay=0.0))
+        run = train_sft(work, tokenizer, records, dataclasses.replace(cfg, weight_decay=0.0), **overrides)
     finally:
         hook.remove()
     native = get_peft_model(copy.deepcopy(base), lora_config(r, targets=targets, token_rows=rows))

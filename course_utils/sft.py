@@ -242,9 +242,10 @@ def make_trainer(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Pa
     in one row, conversations one after another, instead of padding them to the longest:
     the position ids restart at each conversation and transformers builds an attention mask
     from them that keeps conversations apart, so the loss is the same and no time goes to
-    padding (on the course SFT set, where half of a padded batch is padding: 0.99 -> 0.68
-    s/step for full fine-tuning, 1.10 -> 0.72 for LoRA). trl enforces no ``max_length`` then,
-    so a set with longer conversations is padded and cut at ``max_length`` as usual.
+    padding (on the course SFT set, where half of a padded batch is padding: 1.14 -> 0.68
+    s/step for full fine-tuning, 1.15 -> 0.63 for LoRA; ``python -m benchmarks.sft_padding``).
+    trl enforces no ``max_length`` then, so a set with longer conversations is padded and cut
+    at ``max_length`` as usual.
     """
     from trl import SFTTrainer
 
