@@ -67,7 +67,7 @@ COURSE_MAP: tuple[Module, ...] = (
            "knowledge", 5, 1),
     Module("08", "rag_faiss_langchain", "RAG with FAISS and LangChain",
            "embeddings, FAISS flat/IVF/HNSW, BM25 and hybrid, a cited LCEL chain; closed-book vs RAG",
-           "knowledge", 6, 2),
+           "knowledge", 4, 2),
     Module("09", "llm_chains", "LLM chains",
            "a multi-step legal chain: articles, precedents, three drafts, judge, best answer",
            "application", 10, 3),
