@@ -17,6 +17,7 @@ can be merged into ``W`` (``W + (alpha/r) B A``), so inference costs nothing ext
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -136,16 +137,15 @@ def never_seen_rows(tokenizer, records: list[dict[str, Any]], settings: Settings
     learn to read or write them (notebook 05 measures it). Meaningful only for a model
     pretrained on ``pretraining_ids``: for another base model, pass its own or train no rows.
     """
+    from course_utils.sft import conversation_ids
+
     if pretraining_ids is None:
         from course_utils.pretrain import load_token_data
 
         pretraining_ids = load_token_data(settings)[0]
     vocab = len(tokenizer)
     seen = torch.bincount(pretraining_ids.long(), minlength=vocab)[:vocab] > 0
-    used: set[int] = set()
-    for r in records:
-        text = tokenizer.apply_chat_template(r["messages"], tokenize=False)
-        used.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    used = {i for ids in conversation_ids(tokenizer, records) for i in ids}
     return sorted(i for i in used if i < vocab and not seen[i])
 
 
@@ -153,8 +153,6 @@ def default_lora_config(settings: Settings | None = None):
     """The LoRA budget of notebook 05 and ``course lora``: :func:`course_utils.sft.default_config`
     with a higher learning rate (adapters start at zero and train few weights) and fewer steps
     (notebook 05 trains three ranks in the time of one full fine-tuning)."""
-    import dataclasses
-
     from course_utils.sft import default_config
 
     settings = settings or get_settings()
@@ -178,7 +176,6 @@ def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig
     copied into a trainable-tokens adapter: the same numbers, in the format peft saves.
     """
     import copy
-    import dataclasses
 
     from peft import get_peft_model
     from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
@@ -381,7 +378,6 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     on the SFT task from the base model, scored against the full fine-tuning (the SFT artifact);
     merge equivalence; the unseen-facts adapter, learned and forgotten."""
     import copy
-    import dataclasses
 
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -44,6 +44,7 @@ __all__ = [
     "SFTRun",
     "assistant_mask_by_hand",
     "collate_by_hand",
+    "conversation_ids",
     "ensure_chat_template",
     "evaluate",
     "generate_answers",
@@ -193,8 +194,10 @@ def collate_by_hand(tokenizer, conversations: list[list[dict[str, str]]]) -> dic
 
 
 # ---------------------------------------------------------------------- training with trl
-def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | None = None, **overrides: Any):
-    """trl's ``SFTConfig`` for ``cfg``: CPU-safe flags, assistant-only loss, no checkpoints."""
+def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | None = None,
+                    padding_free: bool = False, **overrides: Any):
+    """trl's ``SFTConfig`` for ``cfg``: CPU-safe flags, assistant-only loss, no checkpoints;
+    ``padding_free`` batches (see :func:`make_trainer`) leave ``max_length`` unset, as trl requires."""
     from trl import SFTConfig
 
     kwargs: dict[str, Any] = dict(
@@ -205,7 +208,8 @@ def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | No
         warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
         lr_scheduler_type="linear",
         weight_decay=cfg.weight_decay,
-        max_length=max_length or cfg.max_length,
+        max_length=None if padding_free else max_length or cfg.max_length,
+        padding_free=padding_free,
         assistant_only_loss=True,  # loss on assistant tokens only (needs {% generation %})
         packing=False,
         logging_steps=max(1, min(cfg.logging_steps, cfg.max_steps)),  # at least one logged loss
@@ -228,10 +232,16 @@ def _to_dataset(records: list[dict[str, Any]]):
     return Dataset.from_list([{"messages": r["messages"]} for r in records])
 
 
+def conversation_ids(tokenizer, records: list[dict[str, Any]]) -> list[list[int]]:
+    """The token ids of each of ``records`` (each with ``messages``) once the chat template is
+    applied, as trl tokenizes them for training."""
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in records]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
 def longest_conversation(tokenizer, records: list[dict[str, Any]]) -> int:
     """Tokens in the longest of ``records`` once the chat template is applied."""
-    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in records]
-    return max((len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]), default=0)
+    return max(map(len, conversation_ids(tokenizer, records)), default=0)
 
 
 def make_trainer(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path, peft_config=None,
@@ -259,9 +269,7 @@ def make_trainer(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Pa
                          f"(longest: {longest}); use padding_free=None to pad and cut instead.")
     if padding_free is None:
         padding_free = fits
-    args = make_sft_config(cfg, out_dir, max_length=max_length, **overrides)
-    if padding_free:
-        args.padding_free, args.max_length = True, None
+    args = make_sft_config(cfg, out_dir, max_length=max_length, padding_free=padding_free, **overrides)
     return SFTTrainer(
         model=model,
         args=args,
