@@ -1,5 +1,5 @@
 """The measurement helpers of benchmarks/ that the notes quote: copy sequences score only what can be
-copied; the SFT budget script reads its runs right."""
+copied; the SFT budget and DPO scripts read their runs right."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import pytest
 import torch
 
+from benchmarks import dpo_nll
 from benchmarks.induction_budget import copy_batch
 from benchmarks.sft_budget import DEFAULT_RUNS, parse_run
 
@@ -31,3 +32,11 @@ def test_sft_budget_reads_lr_steps_pairs():
     for bad in ("5e-4", "x:3", "0:10", "1e-3:-5"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_run(bad)
+
+
+def test_dpo_nll_reads_its_runs():
+    assert dpo_nll.parse_run("0.1:2e-4:160:1") == (0.1, 2e-4, 160, 1.0)
+    assert [dpo_nll.parse_run(r)[3] for r in dpo_nll.DEFAULT_RUNS] == [0.0, 0.0, 0.0, 1.0]
+    for bad in ("0.1:2e-4:160", "0:2e-4:160:1", "0.1:2e-4:160:-1", "a:b:c:d"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            dpo_nll.parse_run(bad)
