@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON line, last")
     args = ap.parse_args(argv)
     settings = get_settings()
-    train_ids, _, _ = pretrain.load_token_data(settings)
+    train_ids = pretrain.pretraining_tokens(settings)  # the corpus and the reading drills
     base, tok, _ = load_base(None, settings)
     stats, seen = unseen_tokens(train_ids, base.get_input_embeddings().weight.detach())
     rng, forge = random.Random(2024), world_mod.NameForge(random.Random(2025), fresh=True)
@@ -85,14 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             unseen += sum(1 for i in ids if i < len(seen) and not seen[i])
     stats["fresh_value_tokens_unseen_share"] = unseen / max(1, total)
     stats.update(induction(base, len(seen)))
-    marks = world_mod._FRESH_MARKS
-    try:
-        world_mod._FRESH_MARKS = [""]  # one-off names from the world's own syllables
-        stats["reading_base_world_syllables"] = pretrain.reading_probe(base, tok, n=60)["share_correct"]
-        sft_model, sft_tok = load_model(load_or_build_sft_model(settings))
-        stats["reading_sft_world_syllables"] = pretrain.reading_probe(sft_model, sft_tok, n=60)["share_correct"]
-    finally:
-        world_mod._FRESH_MARKS = marks
+    stats["reading_base_world_syllables"] = pretrain.reading_probe(base, tok, n=60, names="world",
+                                                                   settings=settings)["share_correct"]
+    sft_model, sft_tok = load_model(load_or_build_sft_model(settings))
+    stats["reading_sft_world_syllables"] = pretrain.reading_probe(sft_model, sft_tok, n=60, names="world",
+                                                                  settings=settings)["share_correct"]
     for k, v in stats.items():
         print(f"{k:36s} {v:.4g}" if isinstance(v, float) else f"{k:36s} {v}")
     if args.json:

@@ -395,12 +395,35 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.evaluation import load_for_eval
+    from course_utils.pretrain import reading_and_recall
+    from course_utils.settings import get_settings
+
+    settings = get_settings()
+    n_reading = args.reading or (12 if settings.fast else 60)
+    n_birth = args.birthplace or (24 if settings.fast else 120)
+    model, tok, source = load_for_eval(args.model, settings)
+    figures = reading_and_recall(model, tok, settings, n_reading=n_reading, n_birthplace=n_birth)
+    return {"model": args.model, "source": str(source), "n_reading": n_reading, "n_birthplace": n_birth, **figures}
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "probe", "the reading probe (a fact copied from a passage just read, both name variants) and "
+                               "the birthplace probe (a seen fact recalled closed-book) of a model (notebook 02)")
+    p.add_argument("--model", default="base", help="base | sft | dpo, or a transformers model folder (built if not cached)")
+    p.add_argument("--reading", type=int, default=None, help="passages per name variant (default: 12 fast, 60)")
+    p.add_argument("--birthplace", type=int, default=None, help="people asked about (default: 24 fast, 120)")
+    p.set_defaults(func=_cmd_probe)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_env,
     _add_artifacts,
     _add_notebooks,
     _add_map,
     _add_pretrain,
+    _add_probe,
     _add_export_hf,
     _add_tokenizer,
     _add_data,

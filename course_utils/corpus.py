@@ -37,7 +37,6 @@ __all__ = [
     "generate_corpus",
     "general_english",
     "precedent_text",
-    "reading_document",
     "ref",
 ]
 
@@ -334,44 +333,6 @@ def fresh_passage(x: Fresh, rng: random.Random, leave_out: str | None = None) ->
     attrs = [a for a in x.facts if a != leave_out]
     rng.shuffle(attrs)
     return " ".join(fresh_sentence(x, a, rng) for a in attrs)
-
-
-_CARD_FIELDS = {"born_in": "Birthplace", "birth_year": "Year of birth", "craft": "Occupation", "guild": "Guild",
-                "river": "River", "founded": "Founded", "population": "Population", "region": "Province"}
-
-
-def reading_document(rng: random.Random, forge: NameForge) -> str:
-    """A text about a one-off invented entity that states its facts, then says them again.
-
-    The entity exists only in this document, so the second mention of a name or a value
-    can be predicted only by finding it earlier in the context and copying it. World text
-    never asks for that (its facts can be memorised). Not part of the default corpus:
-    notebook 02 measures that mixing them in does not teach the learner-size model to read
-    within its budget and costs it most of its memorised facts (an exercise there).
-    """
-    x = fresh_entity(rng, forge)
-    attrs = list(x.facts)
-    rng.shuffle(attrs)
-    asked = attrs[: rng.randrange(2, len(attrs) + 1)]
-    style = rng.randrange(4)
-    if style == 0:  # a passage, then questions and answers about it
-        head = rng.choice(["Read the passage and answer the questions.", "From an old register.",
-                           "A page from a traveller's notebook.", "Reading practice."])
-        qa = [f"Q: {rng.choice(QUESTIONS[(x.kind, a)]).format(s=x.name)}\nA: {fresh_sentence(x, a, rng)}"
-              for a in asked]
-        return f"{head}\n\n{fresh_passage(x, rng)}\n\n" + "\n".join(qa)
-    if style == 1:  # a record card, then the same facts in prose
-        card = [f"Name: {x.name}"] + [f"{_CARD_FIELDS[a]}: {x.facts[a]}" for a in attrs]
-        return "Register entry\n" + "\n".join(card) + "\n\n" + " ".join(fresh_sentence(x, a, rng) for a in asked)
-    if style == 2:  # someone reads a notice aloud, another asks about it
-        a_, b_ = rng.sample(["Anna", "Tom", "Mara", "Ben", "the clerk", "the teacher", "the guide"], 2)
-        lines = [f"{_cap_first(a_)}: The notice says this. {fresh_passage(x, rng)}"]
-        for a in asked:
-            lines.append(f"{_cap_first(b_)}: {rng.choice(QUESTIONS[(x.kind, a)]).format(s=x.name)}")
-            lines.append(f"{_cap_first(a_)}: {fresh_sentence(x, a, rng)}")
-        return "\n".join(lines)
-    summary = " ".join(fresh_sentence(x, a, rng, canonical=True) for a in asked)  # a passage, then a summary
-    return f"{fresh_passage(x, rng)}\n\nIn short: {summary}"
 
 
 # ----------------------------------------------------------------------------- world renderers

@@ -50,6 +50,7 @@ __all__ = [
     "to_dataset",
     "validate_record",
     "world",
+    "world_sha",
 ]
 
 #: Files under the data folder, relative paths.
@@ -235,7 +236,8 @@ def _generate_world():
 
 # ----------------------------------------------------------------------------- corpus
 
-def _world_sha(settings: Settings | None) -> str:
+def world_sha(settings: Settings | None = None) -> str:
+    """A short hash of the world file (or of the default world when the file is missing)."""
     path = _data_dir(settings) / WORLD_FILE
     data = path.read_bytes() if path.exists() else json.dumps(_generate_world().to_dict()).encode()
     return hashlib.sha256(data).hexdigest()[:12]
@@ -267,7 +269,7 @@ def corpus_folder(settings: Settings | None = None, target_tokens: int | None = 
     settings = settings or get_settings()
     cfg = CorpusConfig() if target_tokens is None else CorpusConfig(target_tokens=target_tokens)
     w = world(settings)
-    key = {"corpus": dataclasses.asdict(cfg), "world_sha": _world_sha(settings), "version": CORPUS_VERSION}
+    key = {"corpus": dataclasses.asdict(cfg), "world_sha": world_sha(settings), "version": CORPUS_VERSION}
     return load_or_build("corpus", key, lambda folder: write_corpus(folder, w, cfg), settings=settings, rebuild=rebuild)
 
 

@@ -128,7 +128,8 @@ def lora_config(r: int = 8, alpha: float | None = None, targets=TARGET_MODULES, 
 def never_seen_rows(tokenizer, records: list[dict[str, Any]], settings: Settings | None = None,
                     pretraining_ids: torch.Tensor | None = None) -> list[int]:
     """Token ids that the chat ``records`` use (any turn, chat tokens included) and that never
-    occur in the pretraining tokens (default: the course corpus, :func:`pretrain.load_token_data`).
+    occur in the pretraining tokens (default: the course corpus and the reading drills the course
+    base model trained on, :func:`pretrain.pretraining_tokens`).
 
     Pretraining never shows such a token as an input or a target: with tied weights its row only
     ever gets pushed down as a wrong answer of the output head, the same way for all of them, so
@@ -140,9 +141,9 @@ def never_seen_rows(tokenizer, records: list[dict[str, Any]], settings: Settings
     from course_utils.sft import conversation_ids
 
     if pretraining_ids is None:
-        from course_utils.pretrain import load_token_data
+        from course_utils.pretrain import pretraining_tokens
 
-        pretraining_ids = load_token_data(settings)[0]
+        pretraining_ids = pretraining_tokens(settings)
     vocab = len(tokenizer)
     seen = torch.bincount(pretraining_ids.long(), minlength=vocab)[:vocab] > 0
     used = {i for ids in conversation_ids(tokenizer, records) for i in ids}

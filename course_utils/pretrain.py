@@ -42,6 +42,7 @@ import torch
 
 from course_utils.model import GPT, GPTConfig
 from course_utils.settings import Settings, get_settings
+from course_utils.tokenizer import encode_documents
 
 __all__ = [
     "PRESETS",
@@ -56,6 +57,8 @@ __all__ = [
     "load_or_build_base_model",
     "load_token_data",
     "measure_peak_flops",
+    "pretraining_tokens",
+    "reading_and_recall",
     "reading_probe",
     "run_pretraining",
     "train",
@@ -68,12 +71,15 @@ class TrainConfig:
     """One training run: the model's shape and every knob of the loop."""
 
     model: GPTConfig = field(default_factory=GPTConfig)  # architecture (vocab_size set from the tokenizer)
-    batch_size: int = 16  # sequences per micro-batch (per process under DDP)
+    batch_size: int = 16  # corpus sequences per micro-batch (per process under DDP)
+    drill_rows: int = 0  # reading-drill sequences added to each micro-batch (course_utils.drills; 0: none)
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 200  # optimizer steps in the whole run
     lr: float = 3e-3  # peak learning rate, reached after warmup
-    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1  # the schedule decays to lr * min_lr_ratio
     warmup_steps: int = 20  # linear warmup from ~0 to lr
+    schedule: str = "cosine"  # "cosine": decay all the way; "wsd": constant lr, then a linear decay at the end
+    decay_frac: float = 0.2  # with "wsd": the share of steps (at the end) spent decaying
     weight_decay: float = 0.1  # AdamW decay, on weight matrices and embeddings only
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW moment decay rates
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -91,16 +97,21 @@ class TrainConfig:
         return self.model.max_seq_len
 
     def tokens_per_step(self, world_size: int = 1) -> int:
-        """Tokens consumed by one optimizer step."""
-        return self.batch_size * self.grad_accum * self.seq_len * world_size
+        """Tokens consumed by one optimizer step (corpus and drill rows)."""
+        return (self.batch_size + self.drill_rows) * self.grad_accum * self.seq_len * world_size
+
+    def drill_tokens(self, world_size: int = 1) -> int:
+        """Reading-drill tokens the whole run reads (windows of ``seq_len + 1``)."""
+        return self.max_steps * self.drill_rows * self.grad_accum * (self.seq_len + 1) * world_size
 
 
 def _preset(model: GPTConfig, **train: Any) -> TrainConfig:
     return TrainConfig(model=model, **train)
 
 
-#: Named configurations. ``learner`` trains in under 10 minutes on a 2-core CPU;
-#: ``fast`` only proves the code runs; ``gpu`` is for a learner with a GPU.
+#: Named configurations. ``learner`` trains in about 13 minutes on a 2-core CPU (half of every
+#: batch reading drills, so that the model learns to read a passage; benchmarks/reading_recipe.py
+#: measured the recipe); ``fast`` only proves the code runs; ``gpu`` is for a learner with a GPU.
 PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "tiny": lambda: _preset(
         GPTConfig(vocab_size=512, max_seq_len=32, n_layer=2, n_head=2, d_model=32, ffn_hidden=96),
@@ -109,18 +120,18 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     ),
     "fast": lambda: _preset(
         GPTConfig(max_seq_len=128, n_layer=2, n_head=4, d_model=128, ffn_hidden=352),
-        batch_size=16, max_steps=60, warmup_steps=10, eval_every=20, eval_batches=4, checkpoint_every=30,
-        lr=3e-3,
+        batch_size=12, drill_rows=4, max_steps=60, warmup_steps=10, eval_every=20, eval_batches=4,
+        checkpoint_every=30, lr=3e-3,
     ),
     "learner": lambda: _preset(
-        GPTConfig(max_seq_len=256, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
-        batch_size=16, max_steps=500, warmup_steps=30, eval_every=100, eval_batches=8,
-        checkpoint_every=100, lr=2e-3,
+        GPTConfig(max_seq_len=512, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
+        batch_size=6, drill_rows=6, max_steps=700, warmup_steps=30, eval_every=50, eval_batches=8,
+        checkpoint_every=100, lr=3e-3, schedule="wsd", decay_frac=0.2, compile=True,
     ),
     "gpu": lambda: _preset(
         GPTConfig(max_seq_len=512, n_layer=8, n_head=8, d_model=512, ffn_hidden=1376),
-        batch_size=32, max_steps=4000, warmup_steps=200, eval_every=250, eval_batches=20,
-        checkpoint_every=500, lr=1e-3, compile=True,
+        batch_size=24, drill_rows=8, max_steps=4000, warmup_steps=200, eval_every=250, eval_batches=20,
+        checkpoint_every=500, lr=1e-3, schedule="wsd", compile=True,
     ),
 }
 
@@ -209,18 +220,6 @@ def _sync(device: str) -> None:
 
 
 # ---------------------------------------------------------------------- data
-def encode_documents(tokenizer, docs: list[str]) -> torch.Tensor:
-    """One int32 stream: ``<|endoftext|> doc <|endoftext|> doc ...`` (EOS separates documents)."""
-    eos = tokenizer.eos_token_id
-    out: list[int] = []
-    for start in range(0, len(docs), 512):
-        for ids in tokenizer(docs[start : start + 512], add_special_tokens=False)["input_ids"]:
-            out.append(eos)
-            out.extend(ids)
-    out.append(eos)
-    return torch.tensor(out, dtype=torch.int32)
-
-
 def load_token_data(settings: Settings | None = None, tokenizer_config=None):
     """``(train_ids, val_ids, tokenizer)``: the course corpus tokenized with the course
     tokenizer, cached as an artifact ("tokens")."""
@@ -246,6 +245,21 @@ def load_token_data(settings: Settings | None = None, tokenizer_config=None):
     path = load_or_build("tokens", key, build, settings=settings)
     data = load_file(path / "tokens.safetensors")
     return data["train"], data["validation"], tokenizer
+
+
+def pretraining_tokens(settings: Settings | None = None, preset: str | None = None) -> torch.Tensor:
+    """Every token id the base model of ``preset`` (default: the mode's) trains on: the corpus's
+    training split and, if the preset mixes them in, its reading drills. Token ids absent from it
+    are ones pretraining never showed the model (``lora.never_seen_rows``)."""
+    settings = settings or get_settings()
+    cfg = get_preset(preset or ("fast" if settings.fast else "learner"), seed=settings.seed)
+    train_ids, _, tok = load_token_data(settings)
+    if not cfg.drill_rows:
+        return train_ids
+    from course_utils.drills import load_drill_tokens
+
+    return torch.cat([train_ids, load_drill_tokens(cfg.drill_tokens(), settings, tokenizer=tok,
+                                                    seq_len=cfg.seq_len)])
 
 
 class _Batches:
@@ -314,9 +328,18 @@ def _optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
 
 
 def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    if cfg.schedule not in ("cosine", "wsd"):
+        raise ValueError(f"schedule must be 'cosine' or 'wsd', got {cfg.schedule!r}.")
+    decay_start = cfg.max_steps - int(cfg.decay_frac * cfg.max_steps)
+
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "wsd":  # warmup, stable, decay
+            if step < decay_start:
+                return 1.0
+            progress = min(1.0, (step - decay_start) / max(1, cfg.max_steps - decay_start))
+            return 1.0 - (1 - cfg.min_lr_ratio) * progress
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -324,7 +347,8 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 # ---------------------------------------------------------------------- checkpoints
-def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches, step: int, history, cfg: TrainConfig) -> None:
+def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches, step: int, history, cfg: TrainConfig,
+                     drills: _Batches | None = None) -> None:
     """Write a checkpoint next to the old one, then swap: a kill never leaves a half-written one."""
     from safetensors.torch import save_file
 
@@ -340,6 +364,7 @@ def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches, st
     state = {
         "step": step,
         "data": batches.state(),
+        "drills": drills.state() if drills is not None else None,
         "scheduler": sched.state_dict(),
         "param_groups": osd["param_groups"],
         "history": history,
@@ -367,7 +392,8 @@ def _recover_checkpoint(folder: Path) -> None:
             return
 
 
-def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches) -> tuple[int, list]:
+def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches,
+                     drills: _Batches | None = None) -> tuple[int, list]:
     from safetensors.torch import load_file
 
     state = json.loads((folder / "state.json").read_text())
@@ -381,6 +407,8 @@ def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches) ->
     opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
     sched.load_state_dict(state["scheduler"])
     batches.load(state["data"])
+    if drills is not None and state.get("drills"):
+        drills.load(state["drills"])
     return int(state["step"]), state["history"]
 
 
@@ -431,6 +459,8 @@ def train(
     device: str | None = None,
     progress: bool = True,
     on_eval: Callable[[list[dict[str, float]]], None] | None = None,
+    drill_ids: torch.Tensor | None = None,
+    probe: Callable[[GPT], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train a model for ``cfg.max_steps`` optimizer steps; see the module docstring.
 
@@ -438,7 +468,12 @@ def train(
     existing checkpoint there is continued. ``stop_after_steps``: stop this session after
     that many steps (as if interrupted; the last checkpoint is written first).
     ``on_eval(history)`` is called after every validation (e.g. to redraw a plot).
+    ``drill_ids``: the reading-drill token stream (:func:`course_utils.drills.load_drill_tokens`),
+    needed when ``cfg.drill_rows > 0``. ``probe(model)``: figures measured at every
+    validation (e.g. :func:`reading_probe`), stored in that history row.
     """
+    if cfg.drill_rows and drill_ids is None:
+        raise ValueError("cfg.drill_rows > 0 needs drill_ids: pass course_utils.drills.load_drill_tokens(...).")
     from tqdm.auto import tqdm
 
     rank, world = _dist_info()
@@ -461,12 +496,13 @@ def train(
     opt = _optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     batches = _Batches(train_ids, cfg.seq_len, cfg.seed)
+    drills = _Batches(drill_ids, cfg.seq_len, cfg.seed + 1) if cfg.drill_rows else None
     step, history = 0, []
     ckpt = Path(out_dir) / "checkpoint" if out_dir is not None else None
     if ckpt is not None and resume:
         _recover_checkpoint(ckpt)
     if ckpt is not None and resume and (ckpt / "state.json").exists():
-        step, history = _load_checkpoint(ckpt, model, opt, sched, batches)
+        step, history = _load_checkpoint(ckpt, model, opt, sched, batches, drills)
     resumed_from = step
 
     fwd = model
@@ -475,6 +511,10 @@ def train(
 
         fwd = DDP(model)
     if cfg.compile:
+        import torch._dynamo as dynamo
+
+        # Where no C++ compiler is at hand, run the same model eagerly instead of failing.
+        dynamo.config.suppress_errors = True
         fwd = torch.compile(fwd)
 
     flops_tok = model.flops_per_token(cfg.seq_len)
@@ -490,6 +530,9 @@ def train(
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
             x, y = batches.next(cfg.batch_size * world)
+            if drills is not None:
+                dx, dy = drills.next(cfg.drill_rows * world)
+                x, y = torch.cat([x, dx]), torch.cat([y, dy])
             x, y = x[rank::world].to(device), y[rank::world].to(device)  # this rank's share
             sync = (not distributed) or micro == cfg.grad_accum - 1
             ctx = contextlib.nullcontext() if sync else fwd.no_sync()
@@ -520,13 +563,17 @@ def train(
         }
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             row["val_loss"] = _val_loss(model, val_ids, cfg, device, amp)
+            if probe is not None and rank == 0:
+                model.eval()
+                row.update(probe(model))
+                model.train()
         history.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{row['mfu']:.0%}")
         if "val_loss" in row and on_eval is not None and rank == 0:
             on_eval(history)
         if ckpt is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step == last):
-            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg)
+            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg, drills)
     bar.close()
     wall = time.perf_counter() - start
     if out_dir is not None and rank == 0:
@@ -601,51 +648,79 @@ def run_pretraining(
     text_file: str | Path | None = None,
     settings: Settings | None = None,
     progress: bool = True,
+    probe: Callable[[GPT], dict[str, float]] | None = None,
     **overrides: Any,
 ) -> tuple[TrainResult, Any]:
     """Train preset ``preset`` on the course corpus (or ``text_file``); ``(result, tokenizer)``.
 
     This is what ``course pretrain`` runs. Checkpoints go to ``out`` (resumed if present).
+    A preset with ``drill_rows`` mixes in reading drills (:mod:`course_utils.drills`), tokenized
+    with the same tokenizer. ``probe``: see :func:`train`.
     """
+    from course_utils.drills import drill_documents, load_drill_tokens, pack_rows
+
     settings = settings or get_settings()
     cfg = get_preset(preset, seed=settings.seed, **overrides)
+    drill_ids = None
     if text_file is not None:
         train_ids, val_ids, tok = _text_file_data(Path(text_file), cfg.model.vocab_size)
+        if cfg.drill_rows:  # the learner's own tokenizer: drills encoded with it, not cached
+            docs = tok(drill_documents(cfg.drill_tokens() // 60 + 100), add_special_tokens=False)["input_ids"]
+            drill_ids = torch.tensor(pack_rows(docs, cfg.seq_len, tok.eos_token_id) + [tok.eos_token_id],
+                                     dtype=torch.int32)
     else:
         train_ids, val_ids, tok = load_token_data(settings)
+        if cfg.drill_rows:
+            drill_ids = load_drill_tokens(cfg.drill_tokens(), settings, tokenizer=tok, seq_len=cfg.seq_len)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=len(tok)))
-    result = train(cfg, train_ids, val_ids, out_dir=out, resume=resume, progress=progress)
+    result = train(cfg, train_ids, val_ids, out_dir=out, resume=resume, progress=progress,
+                   drill_ids=drill_ids, probe=probe)
     result.extra["unigram_baseline"] = unigram_baseline(train_ids, val_ids, len(tok))
     result.extra["preset"] = preset
     return result, tok
 
 
 def load_or_build_base_model(settings: Settings | None = None, preset: str | None = None, *,
-                             rebuild: bool = False) -> Path:
+                             rebuild: bool = False, **overrides: Any) -> Path:
     """The course's base model: a transformers folder (``LlamaForCausalLM`` + tokenizer).
 
     Trained with ``preset`` (default: ``fast`` in fast mode, ``learner`` otherwise) on the
-    course corpus the first time, then cached ("base-model"). Load it with
-    ``AutoModelForCausalLM.from_pretrained(path)``. An interrupted build resumes from
-    its last checkpoint. ``training.json`` in the folder holds the run's figures and
-    loss history; ``rebuild=True`` trains again.
+    course corpus and its reading drills the first time, then cached ("base-model"). Load it
+    with ``AutoModelForCausalLM.from_pretrained(path)``. An interrupted build resumes from
+    its last checkpoint. ``training.json`` in the folder holds the run's figures and its
+    history: losses, and at every validation the reading and birthplace probes
+    (:func:`reading_and_recall`, quick). ``rebuild=True`` trains again. ``overrides``
+    replace preset fields (``drill_rows=0``); such a model is cached apart, and later
+    notebooks keep using the preset's.
     """
     from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.drills import DrillConfig
     from course_utils.hf import export_hf
     from course_utils.tokenizer import TokenizerConfig, corpus_key
 
     settings = settings or get_settings()
     preset = preset or ("fast" if settings.fast else "learner")
-    cfg = get_preset(preset, seed=settings.seed)
+    cfg = get_preset(preset, seed=settings.seed, **overrides)
     key = {
         "preset": preset,
         "train": config_dict(cfg),
         "tokenizer": config_dict(TokenizerConfig()),
         "corpus": corpus_key(settings),
+        "drills": config_dict(DrillConfig()) if cfg.drill_rows else None,
+        "version": 2,  # 2: probes logged in the history
     }
+    n_reading, n_birth = (12, 24) if settings.fast else (60, 120)
 
     def build(folder: Path) -> None:
-        result, tok = run_pretraining(preset, out=folder / "run", settings=settings)
+        from course_utils.tokenizer import load_or_build_tokenizer
+
+        tokenizer = load_or_build_tokenizer(settings)
+
+        def probe(model: GPT) -> dict[str, float]:
+            return reading_and_recall(model, tokenizer, settings, n_reading=n_reading, n_birthplace=n_birth,
+                                      quick=True)
+
+        result, tok = run_pretraining(preset, out=folder / "run", settings=settings, probe=probe, **overrides)
         export_hf(result.model.float().cpu(), folder, tok)
         (folder / "training.json").write_text(json.dumps({"summary": result.summary(), "history": result.history}))
         shutil.rmtree(folder / "run", ignore_errors=True)
@@ -667,14 +742,42 @@ def _greedy_continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> 
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
 
 
+@torch.no_grad()
+def _greedy_matches(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 32) -> list[bool]:
+    """For each prompt, would greedy decoding continue it with ``" " + answer``? Checked in one
+    teacher-forced forward pass per batch (right-padded: a causal model never looks at the
+    padding after a position): every answer token must be the argmax after the tokens before
+    it. The same verdict as generating and comparing, except where the model would spell the
+    answer with other tokens; many times faster. Our GPT or a transformers causal LM."""
+    device = next(model.parameters()).device
+    out: list[bool] = []
+    for start in range(0, len(prompts), batch_size):
+        rows, spans = [], []
+        for prompt, answer in zip(prompts[start:start + batch_size], answers[start:start + batch_size], strict=True):
+            p = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+            rows.append(p + a)
+            spans.append((len(p), len(a)))
+        width = max(len(r) for r in rows)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        x = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+        logits = model(x)[0] if isinstance(model, GPT) else model(input_ids=x).logits
+        guess = logits.argmax(-1)  # (B, T): the greedy next token after each position
+        for i, (n_p, n_a) in enumerate(spans):
+            out.append(bool(torch.equal(guess[i, n_p - 1 : n_p + n_a - 1], x[i, n_p : n_p + n_a])))
+    return out
+
+
 def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen: bool = True,
-                     limit: int | None = None, max_new_tokens: int = 8) -> dict[str, Any]:
+                     limit: int | None = None, max_new_tokens: int = 8, quick: bool = False) -> dict[str, Any]:
     """Closed-book probe of facts: complete ``"<person> was born in"`` greedily and check
     that the continuation names the right town (``"Vessary"`` or ``"the town of Vessary"``).
 
     ``model`` is our :class:`~course_utils.model.GPT` or a transformers causal LM. Returns
     the share correct, the share naming *some* town of the world, the share a constant
-    guess of the most common birthplace would get, and a few examples.
+    guess of the most common birthplace would get, and a few examples. ``quick=True``
+    (used during training) only checks whether greedy decoding would write the town
+    (:func:`_greedy_matches`, batched), with no completions and no "names a town" share.
     """
     from collections import Counter
 
@@ -684,6 +787,10 @@ def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen
     facts = [f for f in w.facts(seen=seen) if f.attribute == "born_in"][:limit]
     towns = {f.value for f in w.facts() if f.attribute == "born_in"}
     model.eval()
+    if quick:
+        hits = _greedy_matches(model, tokenizer, [f"{w.get(f.entity_id).name} was born in" for f in facts],
+                               [f.value for f in facts])
+        return {"n": len(hits), "share_correct": sum(hits) / max(1, len(hits))}
     rows = []
     for f in facts:
         name = w.get(f.entity_id).name
@@ -709,7 +816,8 @@ def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen
 _READ_ATTRS = ("born_in", "birth_year", "guild", "river", "region", "founded", "population")
 
 
-def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_tokens: int = 8) -> dict[str, Any]:
+def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_tokens: int = 8, *,
+                  names: str = "fresh", settings: Settings | None = None, quick: bool = False) -> dict[str, Any]:
     """In-context reading: can the model copy a fact it has just read?
 
     For ``n`` one-off invented people and towns (names no training text contains), the
@@ -718,20 +826,39 @@ def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_token
     correct if it starts with the value from the passage (``"the Brarkiquen"``). No
     memorised fact can help, so this measures copying from the context alone, the skill
     that grounded answers and RAG need. ``model``: our GPT or a transformers causal LM.
+
+    ``names``: ``"fresh"`` names carry the one-off marks (q, x, z), ``"world"`` names are
+    built from the world's own syllables (none equal to a name of the world of ``settings``).
+    The reading drills of pretraining (:mod:`course_utils.drills`) use other seeds.
+    ``quick=True``: only the share correct, from one batched teacher-forced pass
+    (:func:`_greedy_matches`); what pretraining logs at every validation.
     """
     from course_utils.corpus import PHRASES, fresh_entity, fresh_passage
     from course_utils.world import NameForge
 
+    if names not in ("fresh", "world"):
+        raise ValueError(f"names must be 'fresh' or 'world', got {names!r}.")
+    avoid = None
+    if names == "world":
+        from course_utils.data import world as load_world
+        from course_utils.drills import world_name_words
+
+        avoid = world_name_words(load_world(settings))
     rng = random.Random(seed)
-    forge = NameForge(random.Random(seed + 1), fresh=True)
+    forge = NameForge(random.Random(seed + 1), fresh=True, marks=names == "fresh", avoid=avoid)
     model.eval()
-    rows = []
+    items = []
     for _ in range(n):
         x = fresh_entity(rng, forge)
         attr = rng.choice([a for a in _READ_ATTRS if a in x.facts])
-        value = x.facts[attr]
         prefix = PHRASES[(x.kind, attr)][0].split("{o}")[0].format(s=x.name).rstrip()
-        prompt = f"{fresh_passage(x, rng)}\n\n{prefix}"
+        items.append((x, attr, f"{fresh_passage(x, rng)}\n\n{prefix}"))
+    if quick:
+        hits = _greedy_matches(model, tokenizer, [p for _, _, p in items], [x.facts[a] for x, a, _ in items])
+        return {"n": len(hits), "names": names, "share_correct": sum(hits) / max(1, len(hits))}
+    rows = []
+    for x, attr, prompt in items:
+        value = x.facts[attr]
         cont = _greedy_continuation(model, tokenizer, prompt, max_new_tokens)
         others = [v for a, v in x.facts.items() if a != attr]
         rows.append({"prompt": prompt, "expected": value, "completion": cont, "correct": cont.startswith(value),
@@ -739,8 +866,23 @@ def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_token
     k = max(1, len(rows))
     return {
         "n": len(rows),
+        "names": names,
         "share_correct": sum(r["correct"] for r in rows) / k,
         "share_wrong_fact_copied": sum(r["copies_other_fact"] for r in rows) / k,
         "examples": rows[:6],
         "rows": rows,
+    }
+
+
+def reading_and_recall(model, tokenizer, settings: Settings | None = None, *, n_reading: int = 60,
+                       n_birthplace: int | None = 120, seed: int = 2024, quick: bool = False) -> dict[str, float]:
+    """The three probes in one dict: ``reading_fresh``, ``reading_world`` (shares of facts
+    copied from a passage, both name variants) and ``birthplace`` (share of seen facts
+    recalled closed-book). What ``course probe`` prints and (``quick=True``, batched)
+    pretraining logs at each validation."""
+    return {
+        "reading_fresh": reading_probe(model, tokenizer, n_reading, seed, names="fresh", quick=quick)["share_correct"],
+        "reading_world": reading_probe(model, tokenizer, n_reading, seed, names="world", settings=settings,
+                                       quick=quick)["share_correct"],
+        "birthplace": birthplace_probe(model, tokenizer, settings, limit=n_birthplace, quick=quick)["share_correct"],
     }

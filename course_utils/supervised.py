@@ -83,7 +83,7 @@ def _cap(s: str) -> str:
 
 # ----------------------------------------------------------------------------- fresh entities
 # One-off entities (``Fresh``, ``fresh_entity``, ``fresh_passage``, ``fresh_sentence``) live in
-# ``corpus``, which also renders reading documents about them (``corpus.reading_document``).
+# ``corpus``; the reading drills of pretraining (``drills``) are made of them too.
 
 def _answer_value(x: Fresh, attr: str) -> str:
     return x.facts[attr]

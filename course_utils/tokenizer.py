@@ -35,6 +35,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TokenizerConfig",
     "corpus_key",
+    "encode_documents",
     "load_or_build_tokenizer",
     "train_tokenizer",
     "wrap_tokenizer",
@@ -178,3 +179,19 @@ def load_or_build_tokenizer(settings: Settings | None = None, config: TokenizerC
     key = {"tokenizer": dataclasses.asdict(config), "corpus": corpus_key(settings, config.source)}
     path = load_or_build("tokenizer", key, build, settings=settings)
     return AutoTokenizer.from_pretrained(path)
+
+
+def encode_documents(tokenizer, docs: list[str]):
+    """One int32 tensor: ``<|endoftext|> doc <|endoftext|> doc ...`` (EOS separates documents).
+
+    The token stream that pretraining draws its windows from (notebook 02)."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    out: list[int] = []
+    for start in range(0, len(docs), 512):
+        for ids in tokenizer(docs[start : start + 512], add_special_tokens=False)["input_ids"]:
+            out.append(eos)
+            out.extend(ids)
+    out.append(eos)
+    return torch.tensor(out, dtype=torch.int32)

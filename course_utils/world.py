@@ -109,13 +109,17 @@ class NameForge:
     """Invents pronounceable names that never collide with each other.
 
     ``fresh=False`` (the world) never uses q, x or z; ``fresh=True`` (entities invented
-    for an SFT or preference example) always does. ``avoid`` holds lower-case words a
-    name must not equal (the English vocabulary of the templates).
+    for an SFT or preference example) always does, unless ``marks=False``: then one-off
+    names are built from the world's own syllables (pass the world's names in ``avoid``
+    so that none is reused). ``avoid`` holds lower-case words a name must not equal (the
+    English vocabulary of the templates, or the world's names).
     """
 
-    def __init__(self, rng: random.Random, fresh: bool = False, avoid: set[str] | None = None):
+    def __init__(self, rng: random.Random, fresh: bool = False, avoid: set[str] | None = None,
+                 marks: bool = True):
         self.rng = rng  # the generator this forge draws from
-        self.fresh = fresh  # True: names for invented one-off entities (contain q/x/z)
+        self.fresh = fresh  # True: names for invented one-off entities (contain q/x/z if marks)
+        self.marks = marks  # with fresh=True: insert one of the q/x/z marks (False: world syllables only)
         self.avoid = avoid or set()  # lower-case words that may not be used as names
         self.used: list[str] = []  # lower-case names already handed out
         self._used_set: set[str] = set()  # the same, for fast exact checks
@@ -124,7 +128,7 @@ class NameForge:
         rng = self.rng
         parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
                  for _ in range(rng.choice([2, 2, 3]))]
-        if self.fresh:
+        if self.fresh and self.marks:
             parts.insert(rng.randrange(len(parts) + 1), rng.choice(_FRESH_MARKS))
         return "".join(parts)
 

@@ -1,5 +1,5 @@
-"""The measurement helpers of benchmarks/ that the notes quote: copy sequences score only what can be
-copied; the SFT budget and DPO scripts read their runs right."""
+"""The measurement helpers of benchmarks/ that the notes quote: the reading recipes are what they say;
+the SFT budget and DPO scripts read their runs right."""
 
 from __future__ import annotations
 
@@ -9,21 +9,24 @@ import pytest
 import torch
 
 from benchmarks import dpo_nll
-from benchmarks.induction_budget import copy_batch
 from benchmarks.sft_budget import DEFAULT_RUNS, parse_run
 
 
-def test_copy_batch_repeats_a_span_and_ignores_its_first_copy():
-    x, y = copy_batch(rows=5, T=64, vocab=50, seed=3, low=6, span=(4, 9))
-    assert x.shape == y.shape == (5, 64)
-    assert int(x.min()) >= 6 and int(x.max()) < 50
-    for r in range(5):
-        scored = (y[r] != -100).nonzero().flatten()
-        n = int(scored[0]) + 1  # the period: the first scored target is the second copy's first token
-        assert 4 <= n <= 9
-        assert torch.equal(x[r, n:], x[r, :-n])  # a repeat of the span
-        assert torch.equal(y[r, n - 1:], torch.cat([x[r, n:], x[r, -n:-n + 1] if n > 1 else x[r, :1]]))
-    assert torch.equal(copy_batch(2, 16, 30, seed=1)[0], copy_batch(2, 16, 30, seed=1)[0])
+def test_reading_recipes_start_from_the_old_learner_preset():
+    from benchmarks.reading_recipe import OLD_LEARNER, RECIPES, recipe_config, table
+
+    old = recipe_config("old")
+    assert (old.seq_len, old.batch_size, old.drill_rows, old.max_steps, old.lr) == (256, 16, 0, 500, 2e-3)
+    for name in RECIPES:
+        cfg = recipe_config(name)
+        for key, value in {**OLD_LEARNER, **RECIPES[name]}.items():
+            got = getattr(cfg.model, key[6:]) if key.startswith("model.") else getattr(cfg, key)
+            assert got == value, (name, key)
+    row = {"context": 512, "steps": 700, "val_loss_256": 0.61, "reading_fresh": 0.7, "reading_world": 0.65,
+           "birthplace": 0.62, "tokens_per_s": 5000.0, "train_s": 780}
+    assert "| x | 512 | 700 | 0.610 | 70% / 65% | 62% | 5,000 | 13.0 min |" in table({"x": row})
+    with pytest.raises(SystemExit, match="Unknown recipe"):
+        recipe_config("nope")
 
 
 def test_sft_budget_reads_lr_steps_pairs():

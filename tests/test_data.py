@@ -289,17 +289,3 @@ def test_importing_the_data_modules_stays_light():
             "course_utils.supervised; print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
-
-
-def test_reading_documents_repeat_one_off_facts():
-    import random
-
-    from course_utils.corpus import reading_document
-    from course_utils.world import NameForge
-
-    rng, forge = random.Random(0), NameForge(random.Random(1), fresh=True)
-    for _ in range(40):
-        doc = reading_document(rng, forge)
-        names = re.findall(r"\b[A-Z][a-z]*[qxz][a-z]*\b", doc)
-        assert names, doc  # one-off names (world names never contain q, x or z)
-        assert any(doc.count(n) >= 2 for n in names), doc  # a fact is stated, then said again

@@ -58,7 +58,8 @@ def test_presets_are_valid():
         cfg = make()
         assert cfg.max_steps > cfg.warmup_steps, name
     learner = get_preset("learner")
-    assert learner.tokens_per_step() == learner.batch_size * learner.seq_len
+    assert learner.tokens_per_step() == (learner.batch_size + learner.drill_rows) * learner.seq_len
+    assert learner.drill_rows > 0 and get_preset("fast").drill_rows > 0  # the course model reads
     with pytest.raises(ValueError, match="Unknown preset"):
         get_preset("huge")
 

@@ -1,0 +1,222 @@
+"""Reading drills: short documents that can only be continued by copying from the context.
+
+Taught in notebook 02 (section "Reading, not remembering"); mixed into pretraining by
+:func:`course_utils.pretrain.train` through ``TrainConfig.drill_rows``.
+
+World text (:mod:`course_utils.corpus`) states every fact many times, so a model can
+predict it from memory. A reading drill is about one to three *one-off* people or towns,
+invented for that drill alone: a passage states their facts, then the drill asks for
+some of them again (questions and answers, a record card and prose, a notice read aloud,
+a summary, cloze sentences, the grounded-question layout of notebooks 04 and 08). The
+second mention of a value can be predicted only by finding it earlier in the context and
+copying it, which is exactly the skill that grounded answers and RAG need. With several
+entities in one passage the model must also copy the value of the *right* one.
+
+Half of the drills name their entities with the fresh-name marks (q, x, z: no world name
+has them), half with the world's own syllables (checked against every name of the world,
+seen and unseen, so no evaluation entity appears). Drills are generated deterministically
+from a seed and cached as a token stream (:func:`load_drill_tokens`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from course_utils.corpus import (
+    QUESTIONS,
+    Fresh,
+    fresh_entity,
+    fresh_passage,
+    fresh_sentence,
+)
+from course_utils.settings import Settings, get_settings
+from course_utils.world import NameForge, World
+
+__all__ = [
+    "DRILL_STYLES",
+    "DrillConfig",
+    "drill_documents",
+    "load_drill_tokens",
+    "name_forge",
+    "pack_rows",
+    "reading_drill",
+    "world_name_words",
+]
+
+#: The layouts a drill can take (each chosen with equal probability).
+DRILL_STYLES = ("questions", "card", "notice", "summary", "grounded", "cloze")
+
+_CARD_FIELDS = {"born_in": "Birthplace", "birth_year": "Year of birth", "craft": "Occupation", "guild": "Guild",
+                "river": "River", "founded": "Founded", "population": "Population", "region": "Province"}
+_HEADS = ["Read the passage and answer the questions.", "From an old register.",
+          "A page from a traveller's notebook.", "Reading practice.", "Notes from the town archive."]
+_SPEAKERS = ["Anna", "Tom", "Mara", "Ben", "the clerk", "the teacher", "the guide"]
+
+
+@dataclass
+class DrillConfig:
+    """How the reading drills are generated."""
+
+    world_syllables: float = 0.5  # share of drills whose names use the world's syllables (the rest: q/x/z marks)
+    max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%)
+    seed: int = 11  # seed of the generator (the stream is the same for the same seed)
+
+
+def world_name_words(world: World) -> set[str]:
+    """Every lower-case word of every name in ``world`` (seen and unseen entities, aliases,
+    case parties): one-off names built from the world's syllables must avoid them."""
+    words: set[str] = set()
+    names = [e.name for e in world.entities] + [a for e in world.entities for a in e.aliases]
+    names += [n for p in world.precedents for n in (p.name, p.claimant, p.defendant)]
+    for name in names:
+        words.update(w.lower() for w in name.replace(".", " ").split())
+    return words
+
+
+def name_forge(rng: random.Random, world_syllables: bool, avoid: set[str] | None = None) -> NameForge:
+    """A forge of one-off names: with the q/x/z marks, or from the world's own syllables
+    avoiding ``avoid`` (:func:`world_name_words`)."""
+    return NameForge(random.Random(rng.random()), fresh=True, marks=not world_syllables, avoid=avoid)
+
+
+def _cap(s: str) -> str:
+    return s[0].upper() + s[1:] if s else s
+
+
+def _question(x: Fresh, attr: str, rng: random.Random) -> str:
+    return rng.choice(QUESTIONS[(x.kind, attr)]).format(s=x.name)
+
+
+def _passage(xs: list[Fresh], rng: random.Random) -> str:
+    """The facts of every entity: one after the other, or (half the time) interleaved."""
+    if len(xs) == 1 or rng.random() < 0.5:
+        return " ".join(fresh_passage(x, rng) for x in xs)
+    sentences = [fresh_sentence(x, a, rng) for x in xs for a in x.facts]
+    rng.shuffle(sentences)
+    return " ".join(sentences)
+
+
+def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None) -> str:
+    """One reading drill about 1-3 one-off entities named by ``forge`` (see the module docstring).
+
+    ``style`` picks a layout from :data:`DRILL_STYLES` (default: drawn from ``rng``).
+    """
+    style = style or rng.choice(DRILL_STYLES)
+    if style not in DRILL_STYLES:
+        raise ValueError(f"Unknown drill style {style!r}: choose one of {', '.join(DRILL_STYLES)}.")
+    k = 1 if rng.random() < 0.5 else (2 if rng.random() < 0.7 else 3)
+    xs = [fresh_entity(rng, forge) for _ in range(k)]
+    # 2-5 facts asked about, each of a random entity of the drill
+    asked = [(x, a) for x in xs for a in x.facts]
+    rng.shuffle(asked)
+    asked = asked[: rng.randrange(2, min(5, len(asked)) + 1)]
+    if style == "questions":
+        qa = [f"Q: {_question(x, a, rng)}\nA: {fresh_sentence(x, a, rng)}" for x, a in asked]
+        return f"{rng.choice(_HEADS)}\n\n{_passage(xs, rng)}\n\n" + "\n".join(qa)
+    if style == "card":
+        cards = []
+        for x in xs:
+            attrs = list(x.facts)
+            rng.shuffle(attrs)
+            cards.append("\n".join([f"Name: {x.name}"] + [f"{_CARD_FIELDS[a]}: {x.facts[a]}" for a in attrs]))
+        prose = " ".join(fresh_sentence(x, a, rng) for x, a in asked)
+        return "Register entries\n\n" + "\n\n".join(cards) + "\n\n" + prose
+    if style == "notice":
+        a_, b_ = rng.sample(_SPEAKERS, 2)
+        lines = [f"{_cap(a_)}: The notice says this. {_passage(xs, rng)}"]
+        for x, attr in asked:
+            lines.append(f"{_cap(b_)}: {_question(x, attr, rng)}")
+            lines.append(f"{_cap(a_)}: {fresh_sentence(x, attr, rng)}")
+        return "\n".join(lines)
+    if style == "summary":
+        summary = " ".join(fresh_sentence(x, a, rng, canonical=True) for x, a in asked)
+        return f"{_passage(xs, rng)}\n\nIn short: {summary}"
+    if style == "grounded":  # the layout of grounded SFT answers and the RAG prompt
+        x, a = asked[0]
+        return (f"Read the passage and answer the question.\n\nPassage: {_passage(xs, rng)}\n\n"
+                f"Question: {_question(x, a, rng)}\nAnswer: {fresh_sentence(x, a, rng, canonical=True)}")
+    cloze = "\n".join(fresh_sentence(x, a, rng, canonical=True) for x, a in asked)  # "cloze"
+    return f"{_passage(xs, rng)}\n\n{cloze}"
+
+
+def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] | None = None) -> list[str]:
+    """``n`` reading drills, the same for the same ``config.seed``.
+
+    ``avoid``: lower-case words the world-syllable names must not be (:func:`world_name_words`).
+    """
+    cfg = config or DrillConfig()
+    rng = random.Random(cfg.seed)
+    docs = []
+    for _ in range(n):
+        world_syllables = rng.random() < cfg.world_syllables
+        docs.append(reading_drill(rng, name_forge(rng, world_syllables, avoid)))
+    return docs
+
+
+def pack_rows(docs_ids: list[list[int]], seq_len: int, eos: int) -> list[int]:
+    """Rows of exactly ``seq_len`` ids, each starting a document: ``<eos> doc <eos> doc ...``; the
+    document that does not fit is cut at the row's end and the rest of it dropped.
+
+    Training windows are ``seq_len + 1`` ids starting at multiples of ``seq_len``
+    (``pretrain._Batches``), so every drill row starts with a whole passage: a drill is passage
+    first, so a cut only ever drops restatements, never the passage they copy from."""
+    out: list[int] = []
+    row: list[int] = []
+    for ids in docs_ids:
+        row += [eos] + ids
+        if len(row) >= seq_len:
+            out += row[:seq_len]
+            row = []
+    return out
+
+
+def load_drill_tokens(tokens: int, settings: Settings | None = None, config: DrillConfig | None = None,
+                      tokenizer: Any = None, seq_len: int | None = None):
+    """A stream of at least ``tokens`` token ids of reading drills (int32, documents separated
+    by ``<|endoftext|>``), tokenized with the course tokenizer and cached ("drills").
+
+    With ``seq_len`` the stream is packed in rows of ``seq_len`` (:func:`pack_rows`) so that every
+    training window starts at a drill's beginning. Built in a few seconds per million tokens;
+    deterministic by ``config.seed``.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.data import world, world_sha
+    from course_utils.tokenizer import TokenizerConfig, encode_documents, load_or_build_tokenizer
+
+    settings = settings or get_settings()
+    cfg = config or DrillConfig()
+    tok = tokenizer or load_or_build_tokenizer(settings)
+    # Round the size up so that nearby budgets share one cached stream.
+    target = max(100_000, -(-tokens // 500_000) * 500_000)
+
+    def build(folder: Path) -> None:
+        import torch
+
+        avoid = world_name_words(world(settings))
+        rng_cfg = dataclasses.replace(cfg)
+        out, total, batch = [], 0, 2000
+        while total < target:
+            docs = drill_documents(batch, rng_cfg, avoid)
+            if seq_len:
+                ids = torch.tensor(pack_rows(tok(docs, add_special_tokens=False)["input_ids"], seq_len,
+                                             tok.eos_token_id), dtype=torch.int32)
+            else:
+                ids = encode_documents(tok, docs)
+            out.append(ids)
+            total += len(ids)
+            rng_cfg = dataclasses.replace(rng_cfg, seed=rng_cfg.seed * 7919 + 1)  # the next batch of drills
+        stream = torch.cat(out)
+        if seq_len:  # a final <eos>: the target of the last row's last position
+            stream = torch.cat([stream, torch.tensor([tok.eos_token_id], dtype=torch.int32)])
+        save_file({"drills": stream}, folder / "drills.safetensors")
+
+    key = {"drills": config_dict(cfg), "tokens": target, "tokenizer": config_dict(TokenizerConfig()),
+           "world_sha": world_sha(settings), "rows": seq_len}
+    path = load_or_build("drills", key, build, settings=settings)
+    return load_file(path / "drills.safetensors")["drills"]
