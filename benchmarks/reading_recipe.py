@@ -55,6 +55,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the same at a 256-token context: 8 + 8 rows, 1,050 steps
     "ctx256_small": {"batch_size": 8, "drill_rows": 8, "max_steps": 1050, "lr": 3e-3, "schedule": "wsd",
                      "decay_frac": 0.2, "eval_every": 100, "checkpoint_every": 100, "compile": True},
+    # the same, 1,500 steps: the whole 15-minute budget of a compiled bf16 run on this machine
+    "ctx256_long": {"batch_size": 8, "drill_rows": 8, "max_steps": 1500, "lr": 3e-3, "schedule": "wsd",
+                    "decay_frac": 0.2, "eval_every": 100, "checkpoint_every": 100, "compile": True},
 }
 
 
@@ -150,6 +153,29 @@ def table(summaries: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def plot(summaries: dict[str, Any], path: str) -> None:
+    """Reading (both name kinds) and birthplace recall against the step, one panel per recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.6), sharey=True, squeeze=False)
+    for ax, (name, s) in zip(axes[0], summaries.items()):
+        steps = [r["step"] for r in s["curve"]]
+        for key, label, mark in (("reading_fresh", "reading (fresh names)", "o-"),
+                                 ("reading_world", "reading (world syllables)", "s-"),
+                                 ("birthplace", "birthplace recall", "^-")):
+            ax.plot(steps, [r.get(key, float("nan")) for r in s["curve"]], mark, ms=3, label=label)
+        ax.set_title(f"{name} (context {s['context']})")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("share correct (quick probe)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", default="old,mix24_wsd", help="comma-separated recipe names, run in order")
@@ -160,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the recipes and exit")
     ap.add_argument("--table", action="store_true", help="print the table of finished runs and exit")
     ap.add_argument("--json", action="store_true", help="print one JSON line per recipe")
+    ap.add_argument("--plot", default=None, help="also draw the probes against the step to this PNG file")
     ap.add_argument("--results", default=None, help="also write every finished run's summary to this JSON file "
                                                      "(benchmarks/results/reading_recipe.json: read by notebook 02)")
     args = ap.parse_args(argv)
@@ -176,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries = collect(out)
     if args.results:
         Path(args.results).write_text(json.dumps(summaries, indent=1) + "\n")
+    if args.plot:
+        plot(summaries, args.plot)
     print(table(summaries))
     return 0
 

@@ -124,8 +124,8 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
         checkpoint_every=30, lr=3e-3,
     ),
     "learner": lambda: _preset(
-        GPTConfig(max_seq_len=512, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
-        batch_size=6, drill_rows=6, max_steps=700, warmup_steps=30, eval_every=50, eval_batches=8,
+        GPTConfig(max_seq_len=256, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
+        batch_size=8, drill_rows=8, max_steps=1500, warmup_steps=30, eval_every=100, eval_batches=16,
         checkpoint_every=100, lr=3e-3, schedule="wsd", decay_frac=0.2, compile=True,
     ),
     "gpu": lambda: _preset(
@@ -787,9 +787,11 @@ def birthplace_probe(model, tokenizer, settings: Settings | None = None, *, seen
     facts = [f for f in w.facts(seen=seen) if f.attribute == "born_in"][:limit]
     towns = {f.value for f in w.facts() if f.attribute == "born_in"}
     model.eval()
-    if quick:
-        hits = _greedy_matches(model, tokenizer, [f"{w.get(f.entity_id).name} was born in" for f in facts],
-                               [f.value for f in facts])
+    if quick:  # the town, or "the town of" and the town: what the full probe accepts
+        prompts = [f"{w.get(f.entity_id).name} was born in" for f in facts]
+        bare = _greedy_matches(model, tokenizer, prompts, [f.value for f in facts])
+        long = _greedy_matches(model, tokenizer, prompts, [f"the town of {f.value}" for f in facts])
+        hits = [a or b for a, b in zip(bare, long, strict=True)]
         return {"n": len(hits), "share_correct": sum(hits) / max(1, len(hits))}
     rows = []
     for f in facts:
