@@ -58,6 +58,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the same, 1,500 steps: the whole 15-minute budget of a compiled bf16 run on this machine
     "ctx256_long": {"batch_size": 8, "drill_rows": 8, "max_steps": 1500, "lr": 3e-3, "schedule": "wsd",
                     "decay_frac": 0.2, "eval_every": 100, "checkpoint_every": 100, "compile": True},
+    # the same, annealed on the corpus: 12 corpus + 4 drill rows while the rate decays (last 300 steps)
+    "ctx256_anneal": {"batch_size": 8, "drill_rows": 8, "decay_drill_rows": 4, "max_steps": 1500, "lr": 3e-3,
+                      "schedule": "wsd", "decay_frac": 0.2, "eval_every": 100, "checkpoint_every": 100,
+                      "compile": True},
 }
 
 

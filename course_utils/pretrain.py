@@ -80,6 +80,7 @@ class TrainConfig:
     warmup_steps: int = 20  # linear warmup from ~0 to lr
     schedule: str = "cosine"  # "cosine": decay all the way; "wsd": constant lr, then a linear decay at the end
     decay_frac: float = 0.2  # with "wsd": the share of steps (at the end) spent decaying
+    decay_drill_rows: int | None = None  # with "wsd": drill rows while decaying (the rest of the rows corpus); None: drill_rows
     weight_decay: float = 0.1  # AdamW decay, on weight matrices and embeddings only
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW moment decay rates
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -100,9 +101,22 @@ class TrainConfig:
         """Tokens consumed by one optimizer step (corpus and drill rows)."""
         return (self.batch_size + self.drill_rows) * self.grad_accum * self.seq_len * world_size
 
+    @property
+    def decay_start(self) -> int:
+        """The first step of the final decay of a "wsd" schedule (``max_steps`` for "cosine")."""
+        return self.max_steps - int(self.decay_frac * self.max_steps) if self.schedule == "wsd" else self.max_steps
+
+    def rows(self, step: int) -> tuple[int, int]:
+        """``(corpus rows, drill rows)`` of each micro-batch at ``step`` (0-based): ``decay_drill_rows``
+        during a "wsd" decay, with the corpus taking the rows the drills give up."""
+        if self.decay_drill_rows is None or step < self.decay_start:
+            return self.batch_size, self.drill_rows
+        return self.batch_size + self.drill_rows - self.decay_drill_rows, self.decay_drill_rows
+
     def drill_tokens(self, world_size: int = 1) -> int:
         """Reading-drill tokens the whole run reads (windows of ``seq_len + 1``)."""
-        return self.max_steps * self.drill_rows * self.grad_accum * (self.seq_len + 1) * world_size
+        rows = sum(self.rows(step)[1] for step in range(self.max_steps))
+        return rows * self.grad_accum * (self.seq_len + 1) * world_size
 
 
 def _preset(model: GPTConfig, **train: Any) -> TrainConfig:
@@ -330,7 +344,7 @@ def _optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
 def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     if cfg.schedule not in ("cosine", "wsd"):
         raise ValueError(f"schedule must be 'cosine' or 'wsd', got {cfg.schedule!r}.")
-    decay_start = cfg.max_steps - int(cfg.decay_frac * cfg.max_steps)
+    decay_start = cfg.decay_start
 
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -529,9 +543,10 @@ def train(
         t0 = time.perf_counter()
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
-            x, y = batches.next(cfg.batch_size * world)
-            if drills is not None:
-                dx, dy = drills.next(cfg.drill_rows * world)
+            corpus_rows, drill_rows = cfg.rows(step)
+            x, y = batches.next(corpus_rows * world)
+            if drills is not None and drill_rows:
+                dx, dy = drills.next(drill_rows * world)
                 x, y = torch.cat([x, dx]), torch.cat([y, dy])
             x, y = x[rank::world].to(device), y[rank::world].to(device)  # this rank's share
             sync = (not distributed) or micro == cfg.grad_accum - 1

@@ -199,3 +199,17 @@ def test_packed_rows_start_every_window_at_a_drill():
     out = pack_rows(docs, seq_len=6, eos=0)
     assert out == [0, 1, 2, 3, 0, 4, 0, 10, 11, 0, 12, 13]  # a cut drill's rest is dropped
     assert all(out[i] == 0 for i in range(0, len(out), 6))
+
+
+def test_decay_drill_rows_hand_the_drill_rows_to_the_corpus_while_decaying(data):
+    from course_utils.tokenizer import encode_documents
+
+    cfg = get_preset("tiny", max_steps=10, drill_rows=2, decay_drill_rows=1, schedule="wsd", decay_frac=0.4)
+    assert cfg.decay_start == 6 and cfg.rows(5) == (cfg.batch_size, 2) and cfg.rows(6) == (cfg.batch_size + 1, 1)
+    assert cfg.drill_tokens() == (6 * 2 + 4 * 1) * (cfg.seq_len + 1)
+    assert get_preset("tiny", drill_rows=2, decay_drill_rows=1).rows(11) == (4, 2)  # cosine: no decay phase
+    train_ids, val_ids, tok = data
+    cfg.model.vocab_size = len(tok)
+    drills = encode_documents(tok, drill_documents(100))
+    result = train(cfg, train_ids, val_ids, drill_ids=drills, progress=False)
+    assert result.steps == 10 and all(r["train_loss"] > 0 for r in result.history)
