@@ -118,7 +118,8 @@ def main(argv=None) -> dict:
         result["compiled_vs_transformers"] = tps["ours_compiled"] / tps["transformers"]
 
     if args.train:
-        from course_utils.pretrain import birthplace_probe, run_pretraining
+        from course_utils.pretrain import run_pretraining
+        from course_utils.probes import birthplace_probe
 
         start = time.perf_counter()
         res, tok = run_pretraining(args.preset)

@@ -62,7 +62,7 @@ def induction(model, vocab: int, length: int = 50, rows: int = 16, seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from course_utils import pretrain
+    from course_utils import pretrain, probes
     from course_utils import world as world_mod
     from course_utils.corpus import fresh_entity
     from course_utils.dpo import load_model
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             unseen += sum(1 for i in ids if i < len(seen) and not seen[i])
     stats["fresh_value_tokens_unseen_share"] = unseen / max(1, total)
     stats.update(induction(base, len(seen)))
-    stats["reading_base_world_syllables"] = pretrain.reading_probe(base, tok, n=60, names="world",
+    stats["reading_base_world_syllables"] = probes.reading_probe(base, tok, n=60, names="world",
                                                                    settings=settings)["share_correct"]
     sft_model, sft_tok = load_model(load_or_build_sft_model(settings))
-    stats["reading_sft_world_syllables"] = pretrain.reading_probe(sft_model, sft_tok, n=60, names="world",
+    stats["reading_sft_world_syllables"] = probes.reading_probe(sft_model, sft_tok, n=60, names="world",
                                                                   settings=settings)["share_correct"]
     for k, v in stats.items():
         print(f"{k:36s} {v:.4g}" if isinstance(v, float) else f"{k:36s} {v}")

@@ -12,10 +12,24 @@ again, so a search can span sessions.
     python -m benchmarks.reading_recipe --list                    # the recipes and their fields
     python -m benchmarks.reading_recipe --table                   # the table of finished runs
 
-Measured on this kind of machine (2 cores, AMD EPYC with AVX512-BF16, bf16 autocast), one run at
-a time; figures at the final step, probes on 60 + 60 passages and 120 people:
+Measured 2026-12-02 on this kind of machine (2 cores, AMD EPYC with AVX512-BF16, bf16 autocast);
+figures at the final step, by generation: reading on 60 + 60 passages, birthplace on 120 people
+(``--results benchmarks/results/reading_recipe.json`` holds them with each run's curve). Train time
+from tokens/s, probes and validation excluded; other jobs shared the machine for part of each run:
 
-RESULTS_TABLE
+| recipe | context | steps | val loss (256-token windows) | reading fresh / world | birthplace | tok/s | train time |
+|---|---|---|---|---|---|---|---|
+| ctx512_half | 512 | 700 | 0.568 | 0% / 0% | 46% | 4,570 | 15.7 min |
+| ctx256_small | 256 | 1050 | 0.547 | 37% / 28% | 40% | 5,742 | 12.5 min |
+| ctx256_long | 256 | 1500 | 0.517 | 82% / 77% | 35% | 6,063 | 16.9 min |
+
+Copying appears suddenly after about 1,000 steps of 8 drill rows (about 2M drill tokens) whatever the
+run's length; fewer steps at a longer context (ctx512_half: as many drill tokens in 700 steps) never got
+there. The learner preset is ctx256_long. The cost is recall: with half of every batch drills, the
+birthplace probe stays under the corpus-only preset's (57% measured on an Ice Lake Xeon at stop 13),
+because a drill's "X was born in" must be copied while the corpus's must be remembered; the decay
+phase is where recall consolidates (``ctx256_anneal`` hands half the drill rows back to the corpus
+there: the next recipe to measure).
 """
 
 from __future__ import annotations
@@ -87,7 +101,8 @@ def run(name: str, out: Path, n_reading: int, n_birth: int, threads: int | None)
     import torch
 
     from course_utils.drills import load_drill_tokens
-    from course_utils.pretrain import _val_loss, load_token_data, reading_and_recall, train
+    from course_utils.pretrain import _val_loss, load_token_data, train
+    from course_utils.probes import reading_and_recall
     from course_utils.settings import get_settings
 
     if threads:

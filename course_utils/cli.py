@@ -397,7 +397,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.evaluation import load_for_eval
-    from course_utils.pretrain import reading_and_recall
+    from course_utils.probes import reading_and_recall
     from course_utils.settings import get_settings
 
     settings = get_settings()

@@ -75,7 +75,7 @@ def test_world_syllable_names_never_name_an_entity_of_the_world(world):
 
 
 def test_reading_probe_world_names_use_world_syllables(world):
-    from course_utils.pretrain import reading_probe
+    from course_utils.probes import reading_probe
     from tests.test_pretrain import _CharTokenizer, _ReplayModel
 
     probe = reading_probe(_ReplayModel(), _CharTokenizer(), n=10, seed=3, names="world")
@@ -165,7 +165,7 @@ class _Copier(torch.nn.Module):
 
 
 def test_quick_probe_agrees_with_generation():
-    from course_utils.pretrain import reading_probe
+    from course_utils.probes import reading_probe
     from tests.test_pretrain import _CharTokenizer
 
     tok = _CharTokenizer()

@@ -193,7 +193,7 @@ class _ReplayModel(torch.nn.Module):
 
 
 def test_reading_probe_asks_for_facts_in_the_passage_and_scores_copies():
-    from course_utils.pretrain import reading_probe
+    from course_utils.probes import reading_probe
 
     tok = _CharTokenizer()
     silent = reading_probe(_ReplayModel(), tok, n=12, seed=3)
