@@ -22,8 +22,8 @@ Measured 2026-12-01 (2 cores, fp32, batches of 16, padding-free, seed 1234):
 
 At 1e-3 the SFT model answers in form but recalls fewer seen facts than the base model (0.175 vs
 0.25); at 5e-4 for 450 steps it is better on every held-out measure and recalls more (0.325).
-Grounded answers stay 0 at every budget: the base model cannot copy from its context
-(``benchmarks/induction_budget.py``).
+Grounded answers stay 0 at every budget: that base model (before the reading drills of notebook 02)
+could not copy from its context. These runs were measured on it (stop 13) and not repeated since.
 """
 
 from __future__ import annotations
