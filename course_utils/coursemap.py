@@ -58,7 +58,7 @@ COURSE_MAP: tuple[Module, ...] = (
            "fine-tune", 7, 2),
     Module("05", "lora_qlora", "LoRA and QLoRA",
            "LoRA from scratch vs peft, rank sweep, merge, NF4, teaching new facts",
-           "fine-tune", 8, 2),
+           "fine-tune", 14, 2),
     Module("06", "reward_model_dpo", "Reward model and DPO",
            "Bradley-Terry reward model, DPO from scratch vs trl, win rate and KL, GRPO small",
            "fine-tune", 10, 3),
