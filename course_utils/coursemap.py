@@ -61,7 +61,7 @@ COURSE_MAP: tuple[Module, ...] = (
            "fine-tune", 14, 2),
     Module("06", "reward_model_dpo", "Reward model and DPO",
            "Bradley-Terry reward model, DPO from scratch vs trl, win rate and KL, GRPO small",
-           "fine-tune", 10, 3),
+           "fine-tune", 12, 3),
     Module("07", "data_preparation", "Data preparation",
            "cleanse, deduplicate and chunk raw HTML/Markdown/text; effect on retrieval",
            "knowledge", 5, 1),
