@@ -62,7 +62,7 @@ class DrillConfig:
     """How the reading drills are generated."""
 
     world_syllables: float = 0.5  # share of drills whose names use the world's syllables (the rest: q/x/z marks)
-    max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%)
+    max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%; capped)
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 
@@ -100,15 +100,16 @@ def _passage(xs: list[Fresh], rng: random.Random) -> str:
     return " ".join(sentences)
 
 
-def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None) -> str:
-    """One reading drill about 1-3 one-off entities named by ``forge`` (see the module docstring).
+def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None, max_entities: int = 3) -> str:
+    """One reading drill about 1 to ``max_entities`` (at most 3) one-off entities named by ``forge``
+    (see the module docstring).
 
     ``style`` picks a layout from :data:`DRILL_STYLES` (default: drawn from ``rng``).
     """
     style = style or rng.choice(DRILL_STYLES)
     if style not in DRILL_STYLES:
         raise ValueError(f"Unknown drill style {style!r}: choose one of {', '.join(DRILL_STYLES)}.")
-    k = 1 if rng.random() < 0.5 else (2 if rng.random() < 0.7 else 3)
+    k = min(max_entities, 1 if rng.random() < 0.5 else (2 if rng.random() < 0.7 else 3))
     xs = [fresh_entity(rng, forge) for _ in range(k)]
     # 2-5 facts asked about, each of a random entity of the drill
     asked = [(x, a) for x in xs for a in x.facts]
@@ -153,7 +154,7 @@ def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] |
     docs = []
     for _ in range(n):
         world_syllables = rng.random() < cfg.world_syllables
-        docs.append(reading_drill(rng, name_forge(rng, world_syllables, avoid)))
+        docs.append(reading_drill(rng, name_forge(rng, world_syllables, avoid), max_entities=cfg.max_entities))
     return docs
 
 

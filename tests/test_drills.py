@@ -213,3 +213,11 @@ def test_decay_drill_rows_hand_the_drill_rows_to_the_corpus_while_decaying(data)
     drills = encode_documents(tok, drill_documents(100))
     result = train(cfg, train_ids, val_ids, drill_ids=drills, progress=False)
     assert result.steps == 10 and all(r["train_loss"] > 0 for r in result.history)
+
+
+def test_max_entities_caps_the_entities_of_a_drill():
+    one = drill_documents(60, DrillConfig(max_entities=1, world_syllables=0.0, seed=9))
+    for doc in one:
+        names = set(re.findall(r"Name: (.+)", doc)) if doc.startswith("Register entries") else set()
+        assert len(names) <= 1
+    assert drill_documents(30) == drill_documents(30, DrillConfig(max_entities=3))
