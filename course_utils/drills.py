@@ -42,6 +42,7 @@ __all__ = [
     "drill_documents",
     "load_drill_tokens",
     "name_forge",
+    "pack_drills",
     "pack_rows",
     "reading_drill",
     "world_name_words",
@@ -175,6 +176,14 @@ def pack_rows(docs_ids: list[list[int]], seq_len: int, eos: int) -> list[int]:
     return out
 
 
+def pack_drills(tokenizer: Any, docs: list[str], seq_len: int):
+    """``docs`` tokenized and packed in rows of ``seq_len`` (:func:`pack_rows`), as one int32 tensor."""
+    import torch
+
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    return torch.tensor(pack_rows(ids, seq_len, tokenizer.eos_token_id), dtype=torch.int32)
+
+
 def load_drill_tokens(tokens: int, settings: Settings | None = None, config: DrillConfig | None = None,
                       tokenizer: Any = None, seq_len: int | None = None):
     """A stream of at least ``tokens`` token ids of reading drills (int32, documents separated
@@ -204,11 +213,7 @@ def load_drill_tokens(tokens: int, settings: Settings | None = None, config: Dri
         out, total, batch = [], 0, 2000
         while total < target:
             docs = drill_documents(batch, rng_cfg, avoid)
-            if seq_len:
-                ids = torch.tensor(pack_rows(tok(docs, add_special_tokens=False)["input_ids"], seq_len,
-                                             tok.eos_token_id), dtype=torch.int32)
-            else:
-                ids = encode_documents(tok, docs)
+            ids = pack_drills(tok, docs, seq_len) if seq_len else encode_documents(tok, docs)
             out.append(ids)
             total += len(ids)
             rng_cfg = dataclasses.replace(rng_cfg, seed=rng_cfg.seed * 7919 + 1)  # the next batch of drills

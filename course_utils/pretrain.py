@@ -669,7 +669,7 @@ def run_pretraining(
     A preset with ``drill_rows`` mixes in reading drills (:mod:`course_utils.drills`), tokenized
     with the same tokenizer. ``probe``: see :func:`train`.
     """
-    from course_utils.drills import drill_documents, load_drill_tokens, pack_rows
+    from course_utils.drills import drill_documents, load_drill_tokens, pack_drills
 
     settings = settings or get_settings()
     cfg = get_preset(preset, seed=settings.seed, **overrides)
@@ -677,9 +677,8 @@ def run_pretraining(
     if text_file is not None:
         train_ids, val_ids, tok = _text_file_data(Path(text_file), cfg.model.vocab_size)
         if cfg.drill_rows:  # the learner's own tokenizer: drills encoded with it, not cached
-            docs = tok(drill_documents(cfg.drill_tokens() // 60 + 100), add_special_tokens=False)["input_ids"]
-            drill_ids = torch.tensor(pack_rows(docs, cfg.seq_len, tok.eos_token_id) + [tok.eos_token_id],
-                                     dtype=torch.int32)
+            eos = torch.tensor([tok.eos_token_id], dtype=torch.int32)  # the last row's last target
+            drill_ids = torch.cat([pack_drills(tok, drill_documents(cfg.drill_tokens() // 60 + 100), cfg.seq_len), eos])
     else:
         train_ids, val_ids, tok = load_token_data(settings)
         if cfg.drill_rows:
