@@ -50,6 +50,7 @@ __all__ = [
     "to_dataset",
     "validate_record",
     "world",
+    "sft_sha",
     "world_sha",
 ]
 
@@ -241,6 +242,11 @@ def world_sha(settings: Settings | None = None) -> str:
     path = _data_dir(settings) / WORLD_FILE
     data = path.read_bytes() if path.exists() else json.dumps(_generate_world().to_dict()).encode()
     return hashlib.sha256(data).hexdigest()[:12]
+
+
+def sft_sha(settings: Settings | None = None) -> str:
+    """A short hash of the SFT training file: the SFT model's cache key changes with its data."""
+    return hashlib.sha256((_data_dir(settings) / SFT_FILES["train"]).read_bytes()).hexdigest()[:12]
 
 
 def write_corpus(folder: Path, w, config) -> dict[str, Any]:

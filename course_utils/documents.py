@@ -23,7 +23,7 @@ from html.parser import HTMLParser
 from course_utils.corpus import PHRASES, article_text, attributes, fact_sentence, fact_value, precedent_text
 from course_utils.world import Entity, World
 
-__all__ = ["RawDocument", "clean_text", "render_documents"]
+__all__ = ["RawDocument", "clean_text", "entity_text", "render_documents"]
 
 _LABELS = {"born_in": "Born in", "birth_year": "Year of birth", "guild": "Guild", "craft": "Craft",
            "river": "River", "region": "Province", "founded": "Founded", "population": "Population",
@@ -119,6 +119,14 @@ def _render(fmt: str, title: str, doc_id: str, paragraphs: list[str], rows, rng)
     if fmt == "md":
         return _markdown(title, doc_id, paragraphs, rows)
     return _text(title, doc_id, paragraphs)
+
+
+def entity_text(world: World, e: Entity, rng: random.Random) -> str:
+    """The readable text of ``e``'s page as the store would publish it (in a random format),
+    cleaned by :func:`clean_text`: the text a retriever hands a model."""
+    paragraphs, rows = _body(world, e, rng)
+    fmt = rng.choices(["html", "md", "txt"], [5, 3, 2])[0]
+    return clean_text(_render(fmt, e.name, e.id, paragraphs, rows, rng), fmt)
 
 
 def render_documents(world: World, seed: int = 11, mirror_fraction: float = 0.05) -> list[RawDocument]:

@@ -34,7 +34,7 @@ from course_utils.corpus import (
     fresh_sentence,
 )
 from course_utils.settings import Settings, get_settings
-from course_utils.world import NameForge, World
+from course_utils.world import NameForge, World, world_name_words
 
 __all__ = [
     "DRILL_STYLES",
@@ -45,7 +45,6 @@ __all__ = [
     "pack_drills",
     "pack_rows",
     "reading_drill",
-    "world_name_words",
 ]
 
 #: The layouts a drill can take (each chosen with equal probability).
@@ -65,17 +64,6 @@ class DrillConfig:
     world_syllables: float = 0.5  # share of drills whose names use the world's syllables (the rest: q/x/z marks)
     max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%; capped)
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
-
-
-def world_name_words(world: World) -> set[str]:
-    """Every lower-case word of every name in ``world`` (seen and unseen entities, aliases,
-    case parties): one-off names built from the world's syllables must avoid them."""
-    words: set[str] = set()
-    names = [e.name for e in world.entities] + [a for e in world.entities for a in e.aliases]
-    names += [n for p in world.precedents for n in (p.name, p.claimant, p.defendant)]
-    for name in names:
-        words.update(w.lower() for w in name.replace(".", " ").split())
-    return words
 
 
 def name_forge(rng: random.Random, world_syllables: bool, avoid: set[str] | None = None) -> NameForge:

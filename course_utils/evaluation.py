@@ -709,7 +709,7 @@ def _score_rows(questions, prompts, outs, extra, label: str, settings: Settings)
                "new_tokens": o.get("new_tokens", float("nan")),
                **score_answer(o["reply"], [gold] if is_conv else _golds(q)), **text_scores(o["reply"], ref),
                **format_scores(o["reply"], stopped, ref)}
-        if is_conv and q.get("kind") == "grounded":
+        if is_conv and q.get("kind") in ("grounded", "grounded_rag"):
             passage = "\n".join(m["content"] for m in conv if m["role"] == "user")
             row.update(grounded_scores(o["reply"], gold, passage, passage.rsplit("\n\n", 1)[-1]))
         if x:

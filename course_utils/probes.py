@@ -140,7 +140,7 @@ def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_token
     avoid = None
     if names == "world":
         from course_utils.data import world as load_world
-        from course_utils.drills import world_name_words
+        from course_utils.world import world_name_words
 
         avoid = world_name_words(load_world(settings))
     rng = random.Random(seed)

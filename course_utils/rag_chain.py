@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from course_utils.rag import RagIndex
+from course_utils.supervised import READ_PROMPT
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -50,7 +51,7 @@ __all__ = [
 
 #: The grounded-question layout of the SFT set (course_utils/supervised.py), so the SFT
 #: model reads the retrieved passage the way it learned to.
-PROMPT_TEMPLATE = "Read the passage and answer the question.\n\nPassage: {context}\n\nQuestion: {question}"
+PROMPT_TEMPLATE = READ_PROMPT  # the template of the retrieved-page questions of SFT (``grounded_rag``)
 END_OF_TURN = "<|end|>"
 
 

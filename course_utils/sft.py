@@ -455,7 +455,7 @@ def load_or_build_sft_model(settings: Settings | None = None, base_model: str | 
     holds the loss history and timings. Load it with ``AutoModelForCausalLM.from_pretrained``.
     """
     from course_utils.artifacts import config_dict, load_or_build
-    from course_utils.data import load_sft
+    from course_utils.data import load_sft, sft_sha
 
     settings = settings or get_settings()
     config = config or default_config(settings)
@@ -465,7 +465,7 @@ def load_or_build_sft_model(settings: Settings | None = None, base_model: str | 
         base_key = "course:" + load_or_build_base_model(settings).name
     else:
         base_key = str(base_model)
-    key = {"base": base_key, "sft": config_dict(config), "data": "course-sft-v1"}
+    key = {"base": base_key, "sft": config_dict(config), "data": sft_sha(settings)}
 
     def build(folder: Path) -> None:
         model, tok, source = load_base(base_model, settings)

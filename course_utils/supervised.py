@@ -2,8 +2,11 @@
 
 - SFT (notebook 04): chat conversations (``messages``) of several kinds: closed-book
   questions about seen entities; grounded questions about a passage whose entities are
-  invented for that one example (so the model must read, not recall); "the passage
-  does not say" answers; summarising, extracting JSON, classifying, polite rewriting;
+  invented for that one example (so the model must read, not recall); retrieved-page
+  questions (``grounded_rag``): the prompt of notebook 08's RAG chain, filled with pages of
+  a second, made-up country whose people carry the first names of the world's people
+  (:func:`reading_world`), so the model learns to read a name rather than complete a
+  remembered one; "the passage does not say" answers; summarising, extracting JSON, classifying, polite rewriting;
   multi-turn conversations; about a third start with a system prompt.
 - Preference (notebook 06): a prompt, a chosen and a rejected answer, and the flaw of
   the rejected one (wrong_fact, ignores_passage, rude, rambling, unsupported_claim).
@@ -19,8 +22,10 @@ only in the evaluation set.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +35,21 @@ from course_utils.corpus import (
     Fresh,
     a_craft,
     fact_sentence,
+    fact_value,
     fresh_entity,
     fresh_passage,
     fresh_sentence,
+    general_vocabulary,
     ref,
 )
-from course_utils.world import CRAFTS, MONTHS, Entity, Fact, NameForge, World
+from course_utils.documents import entity_text
+from course_utils.world import CRAFTS, MONTHS, Entity, Fact, NameForge, World, generate_world, world_name_words
 
-__all__ = ["SetsConfig", "build_eval", "build_preferences", "build_sft", "split_seen_facts"]
+__all__ = ["READ_PROMPT", "SetsConfig", "build_eval", "build_preferences", "build_sft", "page_chunks", "reading_world",
+           "split_seen_facts"]
+
+#: The prompt of a question about retrieved pages; notebook 08's RAG chain fills the same template.
+READ_PROMPT = "Read the passage and answer the question.\n\nPassage: {context}\n\nQuestion: {question}"
 
 SYSTEM_PROMPTS = [
     "You are a helpful assistant who knows the country of Valdmark.",
@@ -55,6 +67,8 @@ class SetsConfig:
     fold_a_fraction: float = 0.7  # share of seen facts used in SFT training (the rest are held out)
     sft_task_examples: int = 260  # examples per non-fact task kind in SFT training
     sft_grounded: int = 800  # grounded passage questions in SFT training
+    sft_rag: int = 800  # questions about retrieved pages of the reading world in SFT training
+    rag_chars: int = 450  # the pages of one such question fill at most this many characters (under ~230 tokens)
     sft_test_tasks: int = 25  # examples per task kind in the SFT test split
     system_prompt_share: float = 0.3  # share of conversations that start with a system prompt
     eval_seen: int = 170  # seen-fact evaluation questions
@@ -96,9 +110,81 @@ _MISSING = {"born_in": "where {s} was born", "birth_year": "when {s} was born", 
 
 
 def _grounded_prompt(passage: str, question: str, rng: random.Random) -> str:
-    return rng.choice([f"Read the passage and answer the question.\n\nPassage: {passage}\n\nQuestion: {question}",
+    return rng.choice([READ_PROMPT.format(context=passage, question=question),
                        f"{passage}\n\nBased on the text above: {question}",
                        f"Passage:\n{passage}\n\nQuestion: {question}\nAnswer from the passage only."])
+
+
+# ----------------------------------------------------------------------------- the reading world
+
+def reading_world(world: World, seed: int) -> World:
+    """A second, made-up country for reading practice: drawn like ``world`` from another seed;
+    none of its names contains or is part of a name of ``world`` (so no unseen entity can leak),
+    but its people carry the first names of ``world``'s seen people. Asked about "Tanshin
+    Diasde", a model that completes a remembered "Tanshin Pindste" fails on these pages; one
+    that reads the whole name succeeds."""
+    names = world_name_words(world)
+    other = generate_world(dataclasses.replace(world.config, seed=seed), avoid=general_vocabulary() | names,
+                           taken={w for w in names if len(w) >= 4})
+    firsts = sorted({e.name.split()[0] for e in world.of_kind("person", seen=True)})
+    rng = random.Random(seed)
+    for p in other.of_kind("person"):
+        p.name = f"{rng.choice(firsts)} {p.aliases[0]}"
+    return other
+
+
+def page_chunks(text: str, size: int = 600) -> list[str]:
+    """``text`` cut at sentence ends into pieces of at most ``size`` characters (as the store's
+    chunker does, without overlap; a longer sentence stays whole)."""
+    out: list[str] = []
+    cur = ""
+    for sentence in re.split(r"(?<=[.!?]) ", text):
+        if cur and len(cur) + 1 + len(sentence) > size:
+            out.append(cur)
+            cur = sentence
+        else:
+            cur = f"{cur} {sentence}".strip()
+    return out + [cur] if cur else out
+
+
+class _Pages:
+    """The reading world's pages in chunks, and its facts that have a question form."""
+
+    def __init__(self, world: World, rng: random.Random, size: int = 600):
+        self.world = world
+        self.chunks = {e.id: page_chunks(entity_text(world, e, rng), size) for e in world.entities}
+        self.facts = [f for f in world.facts() if (world.get(f.entity_id).kind, f.attribute) in QUESTIONS]
+
+
+def _bare(value: str) -> str:
+    for article in ("the ", "a ", "an "):
+        value = value.removeprefix(article)
+    return value
+
+
+def _grounded_rag(pages: _Pages, rng: random.Random, budget: int) -> list[dict[str, str]]:
+    """A question about a reading-world fact, asked over retrieved-looking pages: the chunk
+    that holds the answer among one or two other chunks (half the time chunks that mention the
+    same first name or the entity), at a random rank, within ``budget`` characters."""
+    w = pages.world
+    while True:
+        f = rng.choice(pages.facts)
+        e = w.get(f.entity_id)
+        value = _bare(fact_value(w, e, f.attribute))
+        gold = [c for c in pages.chunks[e.id] if value in c and e.name in c]
+        if gold:
+            break
+    cue = e.name.split()[0] if e.kind == "person" else e.name
+    others = [c for eid, cs in pages.chunks.items() if eid != e.id for c in cs]
+    near = [c for c in others if cue in c]
+    pool = near if near and rng.random() < 0.5 else others
+    passages = [gold[0]]
+    for c in rng.sample(pool, min(len(pool), rng.choice([1, 2, 2]))):
+        if sum(len(p) + 1 for p in passages) + len(c) <= budget:
+            passages.insert(rng.choice([len(passages)] * 2 + list(range(len(passages)))), c)
+    question = _question(w, f, rng)
+    return [{"role": "user", "content": READ_PROMPT.format(context=" ".join(passages), question=question)},
+            {"role": "assistant", "content": fact_sentence(w, e, f.attribute, canonical=True)}]
 
 
 # ----------------------------------------------------------------------------- task makers
@@ -232,6 +318,10 @@ def build_sft(world: World, cfg: SetsConfig | None = None) -> dict[str, list[dic
                 items.append(("closed_book", _closed_book(world, f, rng)))
         n_grounded = cfg.sft_grounded if split == "train" else n_task * 2
         items += [("grounded", _grounded(rng, forge)) for _ in range(n_grounded)]
+        pages = _Pages(reading_world(world, cfg.seed * 1000 + 500 + salt), random.Random(cfg.seed * 100 + 50 + salt),
+                       size=cfg.rag_chars * 4 // 5)
+        n_rag = cfg.sft_rag if split == "train" else n_task * 2
+        items += [("grounded_rag", _grounded_rag(pages, rng, cfg.rag_chars)) for _ in range(n_rag)]
         items += [("not_in_passage", _not_in_passage(rng, forge)) for _ in range(n_task)]
         for kind, maker in (("summarise", _summarise), ("extract_json", _extract_json),
                             ("classify", _classify), ("rewrite_politely", _rewrite)):

@@ -33,6 +33,7 @@ __all__ = [
     "WorldConfig",
     "generate_world",
     "world_from_dict",
+    "world_name_words",
 ]
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -301,15 +302,32 @@ def world_from_dict(data: dict[str, Any]) -> World:
     )
 
 
-def generate_world(config: WorldConfig | None = None, avoid: set[str] | None = None) -> World:
+def world_name_words(world: World) -> set[str]:
+    """Every lower-case word of every name in ``world`` (seen and unseen entities, aliases,
+    case parties): names invented outside the world must avoid them."""
+    words: set[str] = set()
+    names = [e.name for e in world.entities] + [a for e in world.entities for a in e.aliases]
+    names += [n for p in world.precedents for n in (p.name, p.claimant, p.defendant)]
+    for name in names:
+        words.update(w.lower() for w in name.replace(".", " ").split())
+    return words
+
+
+def generate_world(config: WorldConfig | None = None, avoid: set[str] | None = None,
+                   taken: set[str] | None = None) -> World:
     """Draw a world from ``config.seed``: the same seed always gives the same world.
 
     Seen entities only ever point at seen entities (a seen person is born in a seen
-    town), so that rendering a seen entity never leaks an unseen name.
+    town), so that rendering a seen entity never leaks an unseen name. ``taken``: lower-case
+    names of another world that no name of this one may contain or be part of (a second,
+    made-up country that shares no name with the course's world).
     """
     cfg = config or WorldConfig()
     rng = random.Random(cfg.seed)
     forge = NameForge(rng, avoid=avoid)
+    for word in sorted(taken or ()):
+        forge.used.append(word)
+        forge._used_set.add(word)
     entities: list[Entity] = []
     pools: dict[str, list[Entity]] = {}
 

@@ -90,6 +90,46 @@ def test_sft_has_every_kind_and_system_prompts():
     assert isinstance(json.loads(extract["messages"][-1]["content"]), dict)
 
 
+def test_reading_world_shares_only_the_first_names_of_seen_people(world):
+    from course_utils.supervised import reading_world
+    from course_utils.world import world_name_words
+
+    other = reading_world(world, seed=7)
+    words = {w for w in world_name_words(world) if len(w) >= 4}
+    firsts = {e.name.split()[0] for e in world.of_kind("person", seen=True)}
+    people = other.of_kind("person")
+    assert len(people) == len(world.of_kind("person")) and {p.name.split()[0] for p in people} <= firsts
+    for e in other.entities:
+        own = (e.aliases[0] if e.aliases else e.name).lower()  # surname, or the name without "Guild", "Fair"...
+        clash = [w for w in words if w in own or own in w]
+        assert not clash, f"{e.name!r} of the reading world clashes with the world's {clash}"
+
+
+def test_retrieved_page_questions_hold_their_answer_and_fit_the_context():
+    from course_utils.rag_chain import PROMPT_TEMPLATE
+    from course_utils.supervised import READ_PROMPT, page_chunks
+
+    head = READ_PROMPT.split("{context}")[0]
+    assert PROMPT_TEMPLATE == READ_PROMPT  # SFT trains on the prompt the RAG chain sends
+    rag = [r for r in data.load_sft("train") if r["kind"] == "grounded_rag"]
+    assert len(rag) >= 500
+    several = 0
+    for r in rag:
+        user, answer = r["messages"][-2]["content"], r["messages"][-1]["content"]
+        assert user.startswith(head)
+        passage, question = user[len(head):].split("\n\nQuestion: ")
+        key = [w for w in re.findall(r"\w+", answer)
+               if (w[0].isupper() or w.isdigit()) and w not in question and w not in ("The", "A", "An")]
+        key = key or re.findall(r"\w+", answer)[-1:]  # "... was a glassblower."
+        assert key and all(w in passage for w in key), (answer, passage)
+        several += passage.count(" was born in ") + passage.count(" flows through ") > 1
+    assert several > len(rag) // 4  # many pages hold more than one candidate answer
+    text = "One. Two two. " * 40
+    chunks = page_chunks(text.strip(), 100)
+    assert all(len(c) <= 100 for c in chunks) and " ".join(chunks) == text.strip()
+    assert page_chunks("A very long sentence without an end", 5) == ["A very long sentence without an end"]
+
+
 def test_preference_flaws_and_trl_format():
     train = data.load_preferences("train")
     assert {r["flaw"] for r in train} == {"wrong_fact", "ignores_passage", "rude", "rambling", "unsupported_claim"}

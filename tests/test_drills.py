@@ -12,9 +12,9 @@ from course_utils.drills import (
     drill_documents,
     name_forge,
     reading_drill,
-    world_name_words,
 )
 from course_utils.pretrain import _lr_lambda, _text_file_data, get_preset, train
+from course_utils.world import world_name_words
 from tests.test_pretrain import _write_text
 
 _NAME = re.compile(r"\b[A-Z][a-z]{3,}\b")
