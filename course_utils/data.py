@@ -46,11 +46,11 @@ __all__ = [
     "load_preferences",
     "load_sft",
     "read_jsonl",
+    "sft_sha",
     "stats",
     "to_dataset",
     "validate_record",
     "world",
-    "sft_sha",
     "world_sha",
 ]
 

@@ -49,9 +49,9 @@ __all__ = [
     "rag_chain",
 ]
 
-#: The grounded-question layout of the SFT set (course_utils/supervised.py), so the SFT
-#: model reads the retrieved passage the way it learned to.
-PROMPT_TEMPLATE = READ_PROMPT  # the template of the retrieved-page questions of SFT (``grounded_rag``)
+#: The prompt of the SFT set's passage questions (``supervised.READ_PROMPT``), so the SFT
+#: model reads the retrieved passages the way it learned to.
+PROMPT_TEMPLATE = READ_PROMPT
 END_OF_TURN = "<|end|>"
 
 

@@ -222,8 +222,7 @@ def _summarise(rng, forge):
 def _extract_json(rng, forge):
     x = fresh_entity(rng, forge)
     keys = list(x.facts)
-    data = {"name": x.name} | {k: x.facts[k].removeprefix("the ").removeprefix("a ").removeprefix("an ")
-                                for k in keys}
+    data = {"name": x.name} | {k: _bare(x.facts[k]) for k in keys}
     if "birth_year" in data:
         data["birth_year"] = int(data["birth_year"])
     for k in ("founded", "population"):

@@ -113,17 +113,18 @@ class NameForge:
     for an SFT or preference example) always does, unless ``marks=False``: then one-off
     names are built from the world's own syllables (pass the world's names in ``avoid``
     so that none is reused). ``avoid`` holds lower-case words a name must not equal (the
-    English vocabulary of the templates, or the world's names).
+    English vocabulary of the templates, or the world's names). ``taken`` holds lower-case
+    names of another world: no new name may contain one or be part of one (as if handed out).
     """
 
     def __init__(self, rng: random.Random, fresh: bool = False, avoid: set[str] | None = None,
-                 marks: bool = True):
+                 marks: bool = True, taken: set[str] | None = None):
         self.rng = rng  # the generator this forge draws from
         self.fresh = fresh  # True: names for invented one-off entities (contain q/x/z if marks)
         self.marks = marks  # with fresh=True: insert one of the q/x/z marks (False: world syllables only)
         self.avoid = avoid or set()  # lower-case words that may not be used as names
-        self.used: list[str] = []  # lower-case names already handed out
-        self._used_set: set[str] = set()  # the same, for fast exact checks
+        self.used: list[str] = sorted(taken or ())  # lower-case names already handed out (or taken elsewhere)
+        self._used_set: set[str] = set(self.used)  # the same, for fast exact checks
 
     def _candidate(self) -> str:
         rng = self.rng
@@ -324,10 +325,7 @@ def generate_world(config: WorldConfig | None = None, avoid: set[str] | None = N
     """
     cfg = config or WorldConfig()
     rng = random.Random(cfg.seed)
-    forge = NameForge(rng, avoid=avoid)
-    for word in sorted(taken or ()):
-        forge.used.append(word)
-        forge._used_set.add(word)
+    forge = NameForge(rng, avoid=avoid, taken=taken)
     entities: list[Entity] = []
     pools: dict[str, list[Entity]] = {}
 
