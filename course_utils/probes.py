@@ -163,10 +163,15 @@ def reading_probe(model, tokenizer, n: int = 60, seed: int = 2024, max_new_token
         rows.append({"prompt": prompt, "expected": value, "completion": cont, "correct": cont.startswith(value),
                      "copies_other_fact": any(cont.startswith(v) for v in others)})
     k = max(1, len(rows))
+    numbers = [r["correct"] for r in rows if r["expected"].isdigit()]
+    words = [r["correct"] for r in rows if not r["expected"].isdigit()]
     return {
         "n": len(rows),
         "names": names,
         "share_correct": sum(r["correct"] for r in rows) / k,
+        "share_correct_numbers": sum(numbers) / max(1, len(numbers)),  # years and populations
+        "share_correct_words": sum(words) / max(1, len(words)),  # towns, rivers, guilds, provinces
+        "n_numbers": len(numbers),
         "share_wrong_fact_copied": sum(r["copies_other_fact"] for r in rows) / k,
         "examples": rows[:6],
         "rows": rows,
