@@ -78,6 +78,8 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine": decay all the way; "wsd": constant lr, then a linear decay at the end
     decay_frac: float = 0.2  # with "wsd": the share of steps (at the end) spent decaying
     decay_drill_rows: int | None = None  # with "wsd": drill rows while decaying (the rest of the rows corpus); None: drill_rows
+    early_drill_rows: int | None = None  # drill rows in the first early_frac of the steps (the rest corpus); None: drill_rows
+    early_frac: float = 0.0  # the share of steps (at the start) that use early_drill_rows
     weight_decay: float = 0.1  # AdamW decay, on weight matrices and embeddings only
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW moment decay rates
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -104,11 +106,19 @@ class TrainConfig:
         return self.max_steps - int(self.decay_frac * self.max_steps) if self.schedule == "wsd" else self.max_steps
 
     def rows(self, step: int) -> tuple[int, int]:
-        """``(corpus rows, drill rows)`` of each micro-batch at ``step`` (0-based): ``decay_drill_rows``
-        during a "wsd" decay, with the corpus taking the rows the drills give up."""
-        if self.decay_drill_rows is None or step < self.decay_start:
-            return self.batch_size, self.drill_rows
-        return self.batch_size + self.drill_rows - self.decay_drill_rows, self.decay_drill_rows
+        """``(corpus rows, drill rows)`` of each micro-batch at ``step`` (0-based): ``early_drill_rows``
+        in the first ``early_frac`` of the run, ``decay_drill_rows`` during a "wsd" decay, ``drill_rows``
+        otherwise; the corpus takes the rows the drills leave, so every batch has the same rows."""
+        total = self.batch_size + self.drill_rows
+        if self.early_drill_rows is not None and step < int(self.early_frac * self.max_steps):
+            drill = self.early_drill_rows
+        elif self.decay_drill_rows is not None and step >= self.decay_start:
+            drill = self.decay_drill_rows
+        else:
+            drill = self.drill_rows
+        if not 0 <= drill <= total:
+            raise ValueError(f"drill rows must be between 0 and the {total} rows of a batch, got {drill}.")
+        return total - drill, drill
 
     def drill_tokens(self, world_size: int = 1) -> int:
         """Reading-drill tokens the whole run reads (windows of ``seq_len + 1``)."""
@@ -136,8 +146,9 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     ),
     "learner": lambda: _preset(
         GPTConfig(max_seq_len=256, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
-        batch_size=8, drill_rows=8, max_steps=1500, warmup_steps=30, eval_every=100, eval_batches=16,
-        checkpoint_every=100, lr=3e-3, schedule="wsd", decay_frac=0.2, compile=True,
+        batch_size=8, drill_rows=8, early_drill_rows=12, early_frac=0.5, decay_drill_rows=4, max_steps=1500,
+        warmup_steps=30, eval_every=100, eval_batches=16, checkpoint_every=100, lr=3e-3, schedule="wsd",
+        decay_frac=0.2, compile=True,
     ),
     "gpu": lambda: _preset(
         GPTConfig(max_seq_len=512, n_layer=8, n_head=8, d_model=512, ffn_hidden=1376),
@@ -359,7 +370,7 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 # ---------------------------------------------------------------------- checkpoints
 def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches, step: int, history, cfg: TrainConfig,
-                     drills: _Batches | None = None) -> None:
+                     drills: _Batches | None = None, precision: str = "fp32") -> None:
     """Write a checkpoint next to the old one, then swap: a kill never leaves a half-written one."""
     from safetensors.torch import save_file
 
@@ -380,6 +391,7 @@ def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches, st
         "param_groups": osd["param_groups"],
         "history": history,
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "precision": precision,  # what the matmuls ran in: a resumed run keeps it (see train)
     }
     (tmp / "state.json").write_text(json.dumps(state))
     old = folder.with_name(folder.name + ".old")
@@ -495,7 +507,13 @@ def train(
         if not dist.is_initialized():
             dist.init_process_group("gloo" if (device or "cpu") == "cpu" else "nccl")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = autocast_dtype(device, cfg.precision)
+    ckpt = Path(out_dir) / "checkpoint" if out_dir is not None else None
+    if ckpt is not None and resume:
+        _recover_checkpoint(ckpt)
+    saved = json.loads((ckpt / "state.json").read_text()) if ckpt is not None and resume and (ckpt / "state.json").exists() else {}
+    # precision="auto" is measured per process (autocast_dtype): a resumed run keeps the checkpoint's,
+    # so a busy machine during the measurement cannot switch a bf16 run to fp32 half-way.
+    dtype = autocast_dtype(device, saved.get("precision", cfg.precision) if cfg.precision == "auto" else cfg.precision)
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
 
     def amp():
@@ -509,10 +527,7 @@ def train(
     batches = _Batches(train_ids, cfg.seq_len, cfg.seed)
     drills = _Batches(drill_ids, cfg.seq_len, cfg.seed + 1) if cfg.drill_rows else None
     step, history = 0, []
-    ckpt = Path(out_dir) / "checkpoint" if out_dir is not None else None
-    if ckpt is not None and resume:
-        _recover_checkpoint(ckpt)
-    if ckpt is not None and resume and (ckpt / "state.json").exists():
+    if saved:
         step, history = _load_checkpoint(ckpt, model, opt, sched, batches, drills)
     resumed_from = step
 
@@ -585,7 +600,7 @@ def train(
         if "val_loss" in row and on_eval is not None and rank == 0:
             on_eval(history)
         if ckpt is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step == last):
-            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg, drills)
+            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg, drills, precision)
     bar.close()
     wall = time.perf_counter() - start
     if out_dir is not None and rank == 0:

@@ -215,6 +215,22 @@ def test_decay_drill_rows_hand_the_drill_rows_to_the_corpus_while_decaying(data)
     assert result.steps == 10 and all(r["train_loss"] > 0 for r in result.history)
 
 
+def test_early_drill_rows_take_more_of_the_batch_at_the_start(data):
+    cfg = get_preset("tiny", max_steps=10, drill_rows=2, early_drill_rows=3, early_frac=0.3, decay_drill_rows=1,
+                     schedule="wsd", decay_frac=0.2)
+    rows = [cfg.rows(step) for step in range(10)]
+    assert rows == [(3, 3)] * 3 + [(4, 2)] * 5 + [(5, 1)] * 2  # every batch keeps batch_size + drill_rows rows
+    assert cfg.drill_tokens() == (3 * 3 + 5 * 2 + 2 * 1) * (cfg.seq_len + 1)
+    with pytest.raises(ValueError, match="between 0 and the 6 rows"):
+        get_preset("tiny", drill_rows=2, early_drill_rows=7, early_frac=0.5).rows(0)
+    train_ids, val_ids, tok = data
+    cfg.model.vocab_size = len(tok)
+    from course_utils.tokenizer import encode_documents
+
+    result = train(cfg, train_ids, val_ids, drill_ids=encode_documents(tok, drill_documents(100)), progress=False)
+    assert result.steps == 10
+
+
 def test_max_entities_caps_the_entities_of_a_drill():
     one = drill_documents(60, DrillConfig(max_entities=1, world_syllables=0.0, seed=9))
     for doc in one:

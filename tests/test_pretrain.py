@@ -1,5 +1,6 @@
 """Pretraining loop, checkpoints, resume, CLI and DDP (course_utils.pretrain, notebook 02)."""
 
+import dataclasses
 import json
 import os
 import random
@@ -131,7 +132,8 @@ def test_killed_process_resumes_to_the_same_final_loss(text_file, tmp_path):
     resumed = json.loads(done.stdout.strip().splitlines()[-1])
     assert resumed["resumed_from"] >= killed_at and resumed["steps"] == 30
     # the same run, uninterrupted, in this process
-    reference, _ = run_pretraining("tiny", text_file=text_file, max_steps=30, progress=False)
+    reference, _ = run_pretraining("tiny", text_file=text_file, max_steps=30, progress=False,
+                                   precision=resumed["precision"])  # "auto" is measured per process
     assert resumed["val_loss"] == pytest.approx(reference.val_loss, abs=1e-6)
     assert (out / "config.json").exists()  # exported as a transformers folder too
     # `course export-hf --run` exports the checkpoint again: same logits as the run's own export
@@ -143,6 +145,30 @@ def test_killed_process_resumes_to_the_same_final_loss(text_file, tmp_path):
     b, _ = load_hf(tmp_path / "hf")
     ids = torch.tensor([tok("Alda was born in")["input_ids"]])
     assert float((a(input_ids=ids).logits - b(input_ids=ids).logits).abs().max()) < 1e-4
+
+
+def test_resumed_run_keeps_the_precision_of_its_checkpoint(text_file, tmp_path, monkeypatch):
+    import course_utils.pretrain as pretrain
+
+    measured = []
+
+    def fake_auto(device, precision="auto"):  # "auto" measures bf16 against fp32: fake a busy machine
+        measured.append(precision)
+        return torch.float32 if precision in ("auto", "fp32") else torch.bfloat16
+
+    monkeypatch.setattr(pretrain, "autocast_dtype", fake_auto)
+    cfg = pretrain.get_preset("tiny", max_steps=8, checkpoint_every=2)
+    train_ids, val_ids, tok = pretrain._text_file_data(text_file, cfg.model.vocab_size)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=len(tok)))
+    run = tmp_path / "run"
+    first = pretrain.train(cfg, train_ids, val_ids, out_dir=run, stop_after_steps=4, progress=False)
+    assert first.precision == "fp32" and first.steps == 4 and measured == ["auto"]
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["precision"] == "fp32"
+    state["precision"] = "bf16"  # as if the first session had measured bf16
+    (run / "checkpoint" / "state.json").write_text(json.dumps(state))
+    resumed = pretrain.train(cfg, train_ids, val_ids, out_dir=run, progress=False)
+    assert resumed.resumed_from == 4 and resumed.precision == "bf16" and measured[-1] == "bf16"
 
 
 @pytest.mark.slow
@@ -205,5 +231,10 @@ def test_reading_probe_asks_for_facts_in_the_passage_and_scores_copies():
     expected = [r["expected"] for r in silent["rows"]]
     copier = reading_probe(_ReplayModel(expected), tok, n=12, seed=3)  # same seed: same prompts
     assert copier["share_correct"] == 1.0
+    numbers = [e for e in expected if e.isdigit()]
+    assert 0 < len(numbers) < len(expected) and copier["n_numbers"] == len(numbers)
+    only_words = reading_probe(_ReplayModel([("" if e.isdigit() else e) for e in expected]), tok, n=12, seed=3)
+    assert only_words["share_correct_numbers"] == 0.0 and only_words["share_correct_words"] == 1.0
+    assert abs(only_words["share_correct"] - (1 - len(numbers) / len(expected))) < 1e-9
     wrong = reading_probe(_ReplayModel(expected[1:] + expected[:1]), tok, n=12, seed=3)
     assert wrong["share_correct"] == 0.0
