@@ -45,6 +45,7 @@ __all__ = [
     "pack_drills",
     "pack_rows",
     "reading_drill",
+    "recall_lines",
 ]
 
 #: The layouts a drill can take (each chosen with equal probability).
@@ -63,6 +64,7 @@ class DrillConfig:
 
     world_syllables: float = 0.5  # share of drills whose names use the world's syllables (the rest: q/x/z marks)
     max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%; capped)
+    recall: float = 0.5  # share of drills that also ask about a world person or place the passage does not name
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 
@@ -89,11 +91,33 @@ def _passage(xs: list[Fresh], rng: random.Random) -> str:
     return " ".join(sentences)
 
 
-def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None, max_entities: int = 3) -> str:
+def recall_lines(world: World) -> list[tuple[str, str]]:
+    """``(question, answer)`` about facts of the world's seen entities that SFT trains on (fold A of
+    :func:`course_utils.supervised.split_seen_facts`; never an unseen entity, never an evaluation
+    fact): what a drill asks *besides* its passage, to be answered from memory."""
+    from course_utils.corpus import QUESTIONS, fact_sentence, ref
+    from course_utils.supervised import SetsConfig, split_seen_facts
+
+    fold_a, _ = split_seen_facts(world, SetsConfig())
+    rng = random.Random(0)
+    out = []
+    for f in fold_a:
+        e = world.get(f.entity_id)
+        out.append((rng.choice(QUESTIONS[(e.kind, f.attribute)]).format(s=ref(e)),
+                    fact_sentence(world, e, f.attribute, canonical=True)))
+    return out
+
+
+def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None, max_entities: int = 3,
+                  recall: tuple[str, str] | None = None) -> str:
     """One reading drill about 1 to ``max_entities`` (at most 3) one-off entities named by ``forge``
     (see the module docstring).
 
-    ``style`` picks a layout from :data:`DRILL_STYLES` (default: drawn from ``rng``).
+    ``style`` picks a layout from :data:`DRILL_STYLES` (default: drawn from ``rng``). ``recall``: a
+    ``(question, answer)`` about a world entity the passage does not name (:func:`recall_lines`),
+    asked among the passage's questions (or its answer said among the restatements): the model
+    learns to copy what the context holds and to remember what it does not, instead of copying
+    (or inventing) a name after every "was born in".
     """
     style = style or rng.choice(DRILL_STYLES)
     if style not in DRILL_STYLES:
@@ -104,8 +128,15 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
     asked = [(x, a) for x in xs for a in x.facts]
     rng.shuffle(asked)
     asked = asked[: rng.randrange(2, min(5, len(asked)) + 1)]
+    def with_recall(lines: list[str], line: str | None) -> list[str]:
+        if recall is not None and line is not None:
+            lines.insert(rng.randrange(len(lines) + 1), line)
+        return lines
+
+    q_recall, a_recall = recall if recall is not None else (None, None)
     if style == "questions":
         qa = [f"Q: {_question(x, a, rng)}\nA: {fresh_sentence(x, a, rng)}" for x, a in asked]
+        qa = with_recall(qa, f"Q: {q_recall}\nA: {a_recall}" if recall else None)
         return f"{rng.choice(_HEADS)}\n\n{_passage(xs, rng)}\n\n" + "\n".join(qa)
     if style == "card":
         cards = []
@@ -113,37 +144,41 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
             attrs = list(x.facts)
             rng.shuffle(attrs)
             cards.append("\n".join([f"Name: {x.name}"] + [f"{_CARD_FIELDS[a]}: {x.facts[a]}" for a in attrs]))
-        prose = " ".join(fresh_sentence(x, a, rng) for x, a in asked)
+        prose = " ".join(with_recall([fresh_sentence(x, a, rng) for x, a in asked], a_recall))
         return "Register entries\n\n" + "\n\n".join(cards) + "\n\n" + prose
     if style == "notice":
         a_, b_ = rng.sample(_SPEAKERS, 2)
-        lines = [f"{_cap(a_)}: The notice says this. {_passage(xs, rng)}"]
-        for x, attr in asked:
-            lines.append(f"{_cap(b_)}: {_question(x, attr, rng)}")
-            lines.append(f"{_cap(a_)}: {fresh_sentence(x, attr, rng)}")
-        return "\n".join(lines)
+        turns = [f"{_cap(b_)}: {_question(x, attr, rng)}\n{_cap(a_)}: {fresh_sentence(x, attr, rng)}"
+                 for x, attr in asked]
+        turns = with_recall(turns, f"{_cap(b_)}: {q_recall}\n{_cap(a_)}: {a_recall}" if recall else None)
+        return "\n".join([f"{_cap(a_)}: The notice says this. {_passage(xs, rng)}"] + turns)
     if style == "summary":
-        summary = " ".join(fresh_sentence(x, a, rng, canonical=True) for x, a in asked)
+        summary = " ".join(with_recall([fresh_sentence(x, a, rng, canonical=True) for x, a in asked], a_recall))
         return f"{_passage(xs, rng)}\n\nIn short: {summary}"
     if style == "grounded":  # the layout of grounded SFT answers and the RAG prompt
         x, a = asked[0]
         return (f"Read the passage and answer the question.\n\nPassage: {_passage(xs, rng)}\n\n"
                 f"Question: {_question(x, a, rng)}\nAnswer: {fresh_sentence(x, a, rng, canonical=True)}")
-    cloze = "\n".join(fresh_sentence(x, a, rng, canonical=True) for x, a in asked)  # "cloze"
-    return f"{_passage(xs, rng)}\n\n{cloze}"
+    cloze = "\n".join(with_recall([fresh_sentence(x, a, rng, canonical=True) for x, a in asked], a_recall))
+    return f"{_passage(xs, rng)}\n\n{cloze}"  # "cloze"
 
 
-def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] | None = None) -> list[str]:
+def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] | None = None,
+                    recall: list[tuple[str, str]] | None = None) -> list[str]:
     """``n`` reading drills, the same for the same ``config.seed``.
 
     ``avoid``: lower-case words the world-syllable names must not be (:func:`world_name_words`).
+    ``recall``: world questions and answers (:func:`recall_lines`); a share ``config.recall`` of the
+    drills asks one of them besides the passage's (none without ``recall``).
     """
     cfg = config or DrillConfig()
     rng = random.Random(cfg.seed)
     docs = []
     for _ in range(n):
         world_syllables = rng.random() < cfg.world_syllables
-        docs.append(reading_drill(rng, name_forge(rng, world_syllables, avoid), max_entities=cfg.max_entities))
+        forge = name_forge(rng, world_syllables, avoid)
+        extra = rng.choice(recall) if recall and rng.random() < cfg.recall else None
+        docs.append(reading_drill(rng, forge, max_entities=cfg.max_entities, recall=extra))
     return docs
 
 
@@ -196,11 +231,12 @@ def load_drill_tokens(tokens: int, settings: Settings | None = None, config: Dri
     def build(folder: Path) -> None:
         import torch
 
-        avoid = world_name_words(world(settings))
+        w = world(settings)
+        avoid, recall = world_name_words(w), recall_lines(w)
         rng_cfg = dataclasses.replace(cfg)
         out, total, batch = [], 0, 2000
         while total < target:
-            docs = drill_documents(batch, rng_cfg, avoid)
+            docs = drill_documents(batch, rng_cfg, avoid, recall)
             ids = pack_drills(tok, docs, seq_len) if seq_len else encode_documents(tok, docs)
             out.append(ids)
             total += len(ids)
