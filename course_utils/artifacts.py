@@ -37,9 +37,34 @@ from typing import Any
 
 from course_utils.settings import Settings, get_settings
 
-__all__ = ["ArtifactRecord", "config_dict", "config_key", "list_artifacts", "load_or_build", "training_record"]
+__all__ = ["ArtifactRecord", "config_dict", "config_key", "fingerprint", "list_artifacts", "load_or_build",
+           "training_record"]
 
 MARKER = "artifact.json"
+
+
+#: Files up to this size are hashed by content; larger ones by size and modification time.
+_HASH_BYTES = 64 * 2**20
+
+
+def fingerprint(path: str | Path) -> str:
+    """A short hash of what a file or folder holds, for cache keys: change a data file or retrain a
+    model in place and the key changes. Files are hashed by content (up to 64 MiB each, by size and
+    modification time beyond), folders file by file in name order (hidden files skipped)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: nothing there to fingerprint.")
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    h = hashlib.sha256()
+    for f in files:
+        stat = f.stat()
+        h.update(f"{f.relative_to(path) if f != path else f.name}\0{stat.st_size}\0".encode())
+        if stat.st_size <= _HASH_BYTES:
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+        else:
+            h.update(str(stat.st_mtime_ns).encode())
+    return h.hexdigest()[:12]
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ __all__ = [
     "load_eval",
     "load_preferences",
     "load_sft",
+    "preferences_sha",
     "read_jsonl",
     "sft_sha",
     "stats",
@@ -246,7 +247,16 @@ def world_sha(settings: Settings | None = None) -> str:
 
 def sft_sha(settings: Settings | None = None) -> str:
     """A short hash of the SFT training file: the SFT model's cache key changes with its data."""
-    return hashlib.sha256((_data_dir(settings) / SFT_FILES["train"]).read_bytes()).hexdigest()[:12]
+    from course_utils.artifacts import fingerprint
+
+    return fingerprint(_data_dir(settings) / SFT_FILES["train"])
+
+
+def preferences_sha(settings: Settings | None = None) -> str:
+    """A short hash of the preference training file: the DPO and reward models' keys change with it."""
+    from course_utils.artifacts import fingerprint
+
+    return fingerprint(_data_dir(settings) / PREF_FILES["train"])
 
 
 def write_corpus(folder: Path, w, config) -> dict[str, Any]:

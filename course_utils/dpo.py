@@ -517,7 +517,8 @@ def load_or_build_dpo_model(settings: Settings | None = None, sft_model: str | P
     it over the SFT model with peft) and ``training.json`` (history, KL, timings).
     """
     from course_utils.artifacts import config_dict, load_or_build
-    from course_utils.data import load_preferences
+    from course_utils.data import load_preferences, preferences_sha
+    from course_utils.hf import model_key
 
     settings = settings or get_settings()
     config = config or default_config(settings)
@@ -527,8 +528,8 @@ def load_or_build_dpo_model(settings: Settings | None = None, sft_model: str | P
         sft_path = load_or_build_sft_model(settings)
         sft_key = "course:" + sft_path.name
     else:
-        sft_path, sft_key = sft_model, str(sft_model)
-    key = {"sft": sft_key, "dpo": config_dict(config), "data": "course-preferences-v1"}
+        sft_path, sft_key = sft_model, model_key(sft_model)
+    key = {"sft": sft_key, "dpo": config_dict(config), "data": preferences_sha(settings)}
 
     def build(folder: Path) -> None:
         model, tok, source = load_policy(sft_path, settings)

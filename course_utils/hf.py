@@ -25,6 +25,7 @@ __all__ = [
     "llama_config",
     "load_hf",
     "logits_max_diff",
+    "model_key",
     "resolve_model_source",
     "to_llama",
     "trainer_device_flags",
@@ -54,6 +55,17 @@ def resolve_model_source(spec: str | Path, parameter: str = "BASE_MODEL") -> str
     if source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"No model folder at {source}: check the {parameter} path.")
     return source
+
+
+def model_key(spec: str | Path) -> str:
+    """What identifies a model in a cache key: a local folder by what its files hold (retrain it in
+    place and the key changes), a hub id by its name."""
+    local = Path(str(spec)).expanduser()
+    if local.exists():
+        from course_utils.artifacts import fingerprint
+
+        return f"folder:{local.resolve()}:{fingerprint(local)}"
+    return str(spec)
 
 
 def trainer_device_flags() -> dict:

@@ -372,8 +372,8 @@ def load_or_build_index(config: IndexConfig | None = None, settings=None, *, emb
                         rebuild: bool = False) -> RagIndex:
     """The course index (artifact ``rag-index``): loaded from the cache, or built and cached.
 
-    Notebooks 08-11 call this; the key is the hash of ``config`` (and of the data
-    folder's document index, so regenerated data builds a new index).
+    Notebooks 08-11 call this; the key is the hash of ``config`` and of the document folder's
+    files (:func:`course_utils.artifacts.fingerprint`), so changed documents build a new index.
     """
     from course_utils.artifacts import load_or_build
     from course_utils.settings import get_settings
@@ -381,12 +381,12 @@ def load_or_build_index(config: IndexConfig | None = None, settings=None, *, emb
     settings = settings or get_settings()
     config = config or IndexConfig()
     store = Path(config.folder) if config.folder else settings.data_dir / "documents"
-    stamp = ""
-    if (store / "index.jsonl").exists():
-        import hashlib
+    if not store.exists():
+        raise FileNotFoundError(f"No document folder at {store}: give a folder of .html/.md/.txt files.")
+    from course_utils.artifacts import fingerprint
 
-        stamp = hashlib.sha256((store / "index.jsonl").read_bytes()).hexdigest()[:12]
-    key = {**asdict(config), "store": str(store), "store_index": stamp}
+    # every file's content: edit, add or delete a document and the index is built again
+    key = {**asdict(config), "store": str(store), "store_files": fingerprint(store)}
 
     def build(folder: Path) -> None:
         build_index(store, config, embedder=embedder).save(folder)

@@ -283,7 +283,8 @@ def load_or_build_reward_model(settings: Settings | None = None, base_model: str
     Built the first time from ``base_model`` (None: the course SFT model) on the course
     preference training pairs. Load it with :func:`load_reward_model`."""
     from course_utils.artifacts import config_dict, load_or_build
-    from course_utils.data import load_preferences
+    from course_utils.data import load_preferences, preferences_sha
+    from course_utils.hf import model_key
 
     settings = settings or get_settings()
     config = config or default_config(settings)
@@ -293,8 +294,8 @@ def load_or_build_reward_model(settings: Settings | None = None, base_model: str
         base_path = load_or_build_sft_model(settings)
         base_key = "course-sft:" + base_path.name
     else:
-        base_path, base_key = base_model, str(base_model)
-    key = {"base": base_key, "reward": config_dict(config), "data": "course-preferences-v1"}
+        base_path, base_key = base_model, model_key(base_model)
+    key = {"base": base_key, "reward": config_dict(config), "data": preferences_sha(settings)}
 
     def build(folder: Path) -> None:
         model, tok, source = load_backbone(base_path, settings)

@@ -464,7 +464,9 @@ def load_or_build_sft_model(settings: Settings | None = None, base_model: str | 
 
         base_key = "course:" + load_or_build_base_model(settings).name
     else:
-        base_key = str(base_model)
+        from course_utils.hf import model_key
+
+        base_key = model_key(base_model)
     key = {"base": base_key, "sft": config_dict(config), "data": sft_sha(settings)}
 
     def build(folder: Path) -> None:

@@ -84,3 +84,36 @@ def test_cache_lives_where_course_cache_says(tmp_path, monkeypatch):
     path = load_or_build("thing", Cfg(), lambda f: None, verbose=False)
     assert path.parent.parent == (tmp_path / "elsewhere").resolve()
     assert get_settings().cache_dir in path.parents
+
+
+def test_fingerprint_follows_what_files_hold(tmp_path):
+    from course_utils.artifacts import fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+    first = fingerprint(folder)
+    assert fingerprint(folder) == first and len(first) == 12
+    (folder / "model.safetensors").write_bytes(b"weights v2")  # retrained in place, same size
+    second = fingerprint(folder)
+    assert second != first
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x").write_text("scratch")  # hidden files do not count
+    assert fingerprint(folder) == second
+    (folder / "extra.txt").write_text("new file")
+    assert fingerprint(folder) != second
+    assert fingerprint(folder / "config.json") != fingerprint(folder / "model.safetensors")
+    with pytest.raises(FileNotFoundError, match="nothing there"):
+        fingerprint(tmp_path / "missing")
+
+
+def test_a_local_model_retrained_in_place_gets_a_new_key(tmp_path):
+    from course_utils.hf import model_key
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"a")
+    before = model_key(folder)
+    (folder / "model.safetensors").write_bytes(b"b")
+    assert model_key(folder) != before and model_key("owner/name") == "owner/name"

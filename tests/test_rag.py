@@ -212,3 +212,19 @@ def test_cli_rag_index_and_ask(tmp_path, capsys, tiny_llm):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert isinstance(result["answer"], str) and "timings" in result
     assert main(["rag", "ask", "q", "--index", str(tmp_path / "nope"), "--json", "--no-generate"]) == 2
+
+
+def test_a_changed_document_folder_builds_a_new_index(embedder, tmp_path):
+    from course_utils.rag import IndexConfig, load_or_build_index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kithka.md").write_text("# Kithka\nKithka lies on the Bemfal.", encoding="utf-8")
+    config = IndexConfig(folder=str(docs))
+    first = load_or_build_index(config, embedder=embedder)
+    assert load_or_build_index(config, embedder=embedder).chunks == first.chunks  # cached
+    (docs / "kithka.md").write_text("# Kithka\nKithka lies on the Ebro river.", encoding="utf-8")
+    second = load_or_build_index(config, embedder=embedder)
+    assert "Ebro" in second.chunks[0].text  # not the stale index of the old text
+    with pytest.raises(FileNotFoundError, match="No document folder"):
+        load_or_build_index(IndexConfig(folder=str(tmp_path / "none")), embedder=embedder)
