@@ -271,10 +271,16 @@ def split_unseen_facts(cfg: LoRAFactsConfig, settings: Settings | None = None) -
     return [questions[i] for i in taught], [questions[i] for i in rest]
 
 
+#: How a teaching prompt names an attribute whose question has a single phrasing (the evaluation's).
+_ATTR_WORDS = {"region": "province", "craft": "craft", "founded": "founding year", "founder": "founder",
+               "month": "month", "first_held": "first year", "town": "town", "leader": "leader"}
+
+
 def facts_training_records(taught: list[dict], settings: Settings | None = None) -> list[dict]:
     """Chat conversations that teach each question's fact: the other question phrasings
-    (not the evaluation one, so that the test asks in words never trained on, when the
-    attribute has more than one phrasing) answered with the fact's canonical sentence."""
+    answered with the fact's canonical sentence. The evaluation phrasing is never trained on, so
+    the test asks in words the adapter never saw; where the attribute has no other question
+    phrasing, the prompt asks for the attribute by name ("Tell me the founder of the Rendcu Guild.")."""
     from course_utils.corpus import QUESTIONS, fact_sentence, ref
     from course_utils.data import world
 
@@ -285,7 +291,9 @@ def facts_training_records(taught: list[dict], settings: Settings | None = None)
         attr = q["kind"].split(":", 1)[1]
         answer = fact_sentence(w, e, attr, canonical=True)
         forms = [f.format(s=ref(e)) for f in QUESTIONS[(e.kind, attr)]]
-        others = [f for f in forms if f != q["question"]] or forms
+        others = [f for f in forms if f != q["question"]]
+        if not others:
+            others = [f"Tell me the {_ATTR_WORDS.get(attr, attr.replace('_', ' '))} of {ref(e)}."]
         for p in others:
             records.append({"id": f"facts-{q['id']}", "kind": "facts",
                             "messages": [{"role": "user", "content": p}, {"role": "assistant", "content": answer}]})
@@ -339,7 +347,11 @@ def load_or_build_lora_facts(settings: Settings | None = None, base_model: str |
     settings = settings or get_settings()
     config = config or default_facts_config(settings)
     sft_path = load_or_build_sft_model(settings, base_model)
-    key = {"sft_model": sft_path.name, "lora": config_dict(config)}
+    import hashlib
+
+    taught, _ = split_unseen_facts(config, settings)
+    records_sha = hashlib.sha256(json.dumps(facts_training_records(taught, settings)).encode()).hexdigest()[:12]
+    key = {"sft_model": sft_path.name, "lora": config_dict(config), "records": records_sha}
 
     def build(folder: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)

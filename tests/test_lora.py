@@ -87,17 +87,16 @@ def test_peft_adapters_save_reload_and_switch(tiny_llama, tmp_path):
 
 
 def test_facts_records_teach_with_other_phrasings():
-    cfg = lora.LoRAFactsConfig(max_facts=10)
+    cfg = lora.LoRAFactsConfig(max_facts=200)  # every taught fact, single-phrasing attributes included
     taught, untaught = lora.split_unseen_facts(cfg)
-    assert len(taught) == 10 and not {q["id"] for q in taught} & {q["id"] for q in untaught}
+    assert len(taught) >= 10 and not {q["id"] for q in taught} & {q["id"] for q in untaught}
     records = lora.facts_training_records(taught)
     assert len(records) >= len(taught)
     for q in taught:
         mine = [r for r in records if r["id"] == f"facts-{q['id']}"]
         assert mine and all(q["answer"] in r["messages"][1]["content"] for r in mine)
         users = {r["messages"][0]["content"] for r in mine}
-        if len(users) > 1 or q["question"] not in users:
-            assert q["question"] not in users  # the evaluation phrasing is never trained on
+        assert q["question"] not in users  # the evaluation phrasing is never trained on
 
 
 def test_cli_registers_lora():
