@@ -135,8 +135,21 @@ def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
     # Before torch loads: idle OpenMP threads sleep instead of spinning, which on a shared
     # CPU (other notebooks, tests) is the difference between 1x and up to 10x slower steps.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from pathlib import Path
+
     from course_utils.pretrain import run_pretraining
 
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}.")
+    if args.out and not args.resume:
+        run = Path(args.out)
+        if (run / "checkpoint").exists() or (run / "history.json").exists():
+            if not args.overwrite:
+                raise ValueError(f"{run} already holds a run: add --resume to continue it or --overwrite to "
+                                 "start again from step 0 (its checkpoint is replaced).")
+            import shutil
+
+            shutil.rmtree(run / "checkpoint", ignore_errors=True)
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile}
     result, tok = run_pretraining(
         args.preset,
@@ -163,6 +176,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="fast", help="fast | learner | gpu | tiny (default fast)")
     p.add_argument("--out", default=None, help="run folder: checkpoints, history.json and the exported HF model")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
+    p.add_argument("--overwrite", action="store_true", help="start again from step 0 in an --out that holds a run")
     p.add_argument("--steps", type=int, default=None, help="override the preset's number of optimizer steps")
     p.add_argument("--batch-size", type=int, default=None, help="override the micro-batch size (per process)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
