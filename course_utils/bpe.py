@@ -51,6 +51,12 @@ GPT4_SPLIT_PATTERN = (
 )
 
 
+def _longest_first(special_tokens: list[str]) -> list[str]:
+    """Special tokens in the order a regex alternation must try them: when one is a prefix of
+    another (``<|endoftext|>``, ``<|endoftext|><|endoftext|>``), the longer must win."""
+    return sorted(special_tokens, key=len, reverse=True)
+
+
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's map from the 256 byte values to printable characters.
 
@@ -110,7 +116,7 @@ class BPETokenizer:
         self.special_by_id = {i: s for s, i in self.special_ids.items()}
         self._split = regex.compile(self.pattern)
         self._special_split = (
-            regex.compile("(" + "|".join(regex.escape(s) for s in self.special_tokens) + ")")
+            regex.compile("(" + "|".join(regex.escape(s) for s in _longest_first(self.special_tokens)) + ")")
             if self.special_tokens
             else None
         )
@@ -227,7 +233,7 @@ class BPETokenizer:
 def _count_words(texts: Iterable[str], pattern: str, special_tokens: list[str]) -> Counter[str]:
     split = regex.compile(pattern)
     special = (
-        regex.compile("|".join(regex.escape(s) for s in special_tokens)) if special_tokens else None
+        regex.compile("|".join(regex.escape(s) for s in _longest_first(special_tokens))) if special_tokens else None
     )
     counts: Counter[str] = Counter()
     for text in texts:
