@@ -198,9 +198,22 @@ def _from_hub(source: str, split: str, kind: str) -> list[dict[str, Any]]:
     return records
 
 
+def _held_out(items: list, split: str, every: int, held: str) -> list:
+    """The deterministic split of a local file: every ``every``-th item is the held-out split
+    ``held`` (validation or test), the rest train; a file of one item is all train."""
+    if len(items) < 2:
+        return items if split == "train" else []
+    return [x for i, x in enumerate(items) if (i % every == every - 1) == (split == held)]
+
+
 def _local_or_hub(source: str, split: str, kind: str) -> list[dict[str, Any]]:
+    """Records of a local JSONL file (split: every 10th record is ``test``) or of a hub data set's split."""
     if _is_local(source):
-        return read_jsonl(Path(source).expanduser(), kind)
+        _check_split(split, ("train", "test"))
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file. Give a .jsonl file of {kind} records or a hub id.")
+        return _held_out(read_jsonl(path, kind), split, 10, "test")
     return _from_hub(source, split, kind)
 
 
@@ -298,16 +311,17 @@ def load_corpus(split: str = "train", settings: Settings | None = None, source: 
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such corpus file. Give a .txt or .jsonl file, or a hub id.")
         docs = _read_text_corpus(path) if path.suffix == ".txt" else [r["text"] for r in read_jsonl(path, "corpus")]
-        if len(docs) < 2:
-            return docs if split == "train" else []
-        return [d for i, d in enumerate(docs) if (i % 50 == 49) == (split == "validation")]
+        return _held_out(docs, split, 50, "validation")
     return [r["text"] for r in _from_hub(source, split, "corpus")]
 
 
 # ----------------------------------------------------------------------------- sets
 
 def load_sft(split: str = "train", settings: Settings | None = None, source: str | None = None) -> list[dict[str, Any]]:
-    """SFT conversations ``{"id", "kind", "messages": [{"role", "content"}, ...]}``. Notebook 04."""
+    """SFT conversations ``{"id", "kind", "messages": [{"role", "content"}, ...]}``. Notebook 04.
+
+    ``source``: a local ``.jsonl`` file of such records (split deterministically: every 10th
+    record is ``test``, the rest ``train``) or a hub id (that data set's ``split``)."""
     if source is not None:
         return _local_or_hub(source, split, "sft")
     _check_split(split, ("train", "test"))
@@ -320,7 +334,8 @@ def load_preferences(split: str = "train", settings: Settings | None = None,
 
     ``prompt`` is a list of messages (the user turn), ``chosen`` and ``rejected`` each a
     one-message assistant list: trl's conversational preference format, which
-    ``DPOTrainer`` accepts as is. A local file may also use plain strings.
+    ``DPOTrainer`` accepts as is. A local file may also use plain strings; it is split
+    deterministically (every 10th pair is ``test``), a hub id loads that data set's ``split``.
     """
     if source is not None:
         return _local_or_hub(source, split, "preference")
