@@ -400,13 +400,35 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
+def _remove_generated_documents(root: Path) -> list[str]:
+    """Delete the documents a previous build wrote (those its index lists, and the index); return
+    the other files found under ``documents/`` (a learner's own), which stay."""
+    folder = root / "documents"
+    if not folder.exists():
+        return []
+    index = root / DOCS_INDEX
+    ours = {root / r["path"] for r in read_jsonl(index, "document")} if index.exists() else set()
+    ours.add(index)
+    kept = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path in ours:
+            path.unlink()
+        else:
+            kept.append(str(path.relative_to(root)))
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return kept
+
+
 def build(settings: Settings | None = None, out_dir: Path | None = None, corpus: bool = True,
           corpus_tokens: int | None = None) -> dict[str, Any]:
     """Regenerate all the data (``course data build``): world, documents, sets, corpus.
 
     Writes ``world.json``, ``documents/``, ``sft/``, ``preferences/`` and ``eval/`` into
     ``out_dir`` (default: the data folder), then (``corpus=True``) rebuilds the cached
-    corpus. Everything is deterministic: two builds give identical bytes.
+    corpus. Everything is deterministic: two builds give identical bytes. Files a learner added
+    under ``documents/`` are kept (``kept_documents`` in the result lists them).
     """
     from course_utils.documents import render_documents
     from course_utils.supervised import build_eval, build_preferences, build_sft
@@ -417,8 +439,7 @@ def build(settings: Settings | None = None, out_dir: Path | None = None, corpus:
     w = _generate_world()
     root.mkdir(parents=True, exist_ok=True)
     (root / WORLD_FILE).write_text(json.dumps(w.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if (root / "documents").exists():
-        shutil.rmtree(root / "documents")
+    kept = _remove_generated_documents(root)
     docs = render_documents(w)
     index = []
     for d in docs:
@@ -433,6 +454,8 @@ def build(settings: Settings | None = None, out_dir: Path | None = None, corpus:
         _write_jsonl(root / PREF_FILES[split], recs)
     _write_jsonl(root / EVAL_FILE, build_eval(w))
     result: dict[str, Any] = {"data_dir": str(root), "sets_seconds": round(time.perf_counter() - start, 2)}
+    if kept:
+        result["kept_documents"] = kept  # files a learner added to documents/: left in place
     if corpus:
         s = dataclasses.replace(settings, data_dir=root)
         folder = corpus_folder(s, corpus_tokens, rebuild=True)

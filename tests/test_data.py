@@ -281,6 +281,22 @@ def test_local_files_in_common_formats(tmp_path):
     assert data.to_dataset(["a", "b"])["text"] == ["a", "b"]
 
 
+def test_data_build_keeps_documents_a_learner_added(tmp_path):
+    data.build(out_dir=tmp_path, corpus=False)
+    mine = tmp_path / "documents" / "md" / "my-notes.md"
+    mine.write_text("# My notes\nKithka has a fine market.", encoding="utf-8")
+    (tmp_path / "documents" / "extra").mkdir()
+    (tmp_path / "documents" / "extra" / "letter.txt").write_text("Dear Orin,", encoding="utf-8")
+    generated = sorted(p for p in (tmp_path / "documents").rglob("*") if p.is_file() and p.parent.name != "extra"
+                       and p.name != "my-notes.md")
+    result = data.build(out_dir=tmp_path, corpus=False)
+    assert result["kept_documents"] == ["documents/extra/letter.txt", "documents/md/my-notes.md"]
+    assert mine.read_text(encoding="utf-8").startswith("# My notes")
+    assert sorted(p for p in (tmp_path / "documents").rglob("*") if p.is_file() and p.parent.name != "extra"
+                  and p.name != "my-notes.md") == generated  # the generated ones were written again
+    assert "kept_documents" not in data.build(out_dir=tmp_path / "fresh", corpus=False)
+
+
 def test_local_sft_and_preference_files_are_split_into_train_and_test(tmp_path):
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
