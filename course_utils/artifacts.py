@@ -168,7 +168,12 @@ def list_artifacts(settings: Settings | None = None) -> list[ArtifactRecord]:
         for marker in settings.cache_dir.glob(f"*/*/{MARKER}"):
             if marker.parent.suffix in (".old", ".partial"):  # a rebuild's copy being replaced or made
                 continue
-            data = json.loads(marker.read_text())
+            try:
+                data = json.loads(marker.read_text())
+                data["name"], data["key"], data["config"], data["build_seconds"], data["built_at"]  # noqa: B018
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{marker} is not an artifact record ({type(exc).__name__}: {exc}); delete "
+                                 f"{marker.parent} and build it again.") from None
             records.append(
                 ArtifactRecord(
                     name=data["name"],

@@ -139,8 +139,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
 
     from course_utils.pretrain import run_pretraining
 
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}.")
     if args.out and not args.resume:
         run = Path(args.out)
         if (run / "checkpoint").exists() or (run / "history.json").exists():
@@ -471,12 +469,40 @@ def _print_human(result: dict[str, Any]) -> None:
         print(f"{key}: {value}")
 
 
+#: Integer options that must be at least 1 (``chunk_overlap`` may be 0).
+_POSITIVE = ("timeout", "corpus_tokens", "steps", "batch_size", "chunk_size", "k", "max_new_tokens", "pairs",
+             "eval_limit", "prompts", "per_kind", "rank", "limit", "reading", "birthplace")
+#: Model options and the course's own names they may also take.
+_MODEL_OPTIONS = {"base_model": (), "sft_model": (), "model": ("base", "sft", "lora", "dpo", "rag")}
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Bad input gets a sentence before any model or data is loaded."""
+    for name in _POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+    if getattr(args, "chunk_overlap", None) is not None and args.chunk_overlap < 0:
+        raise ValueError(f"--chunk-overlap must be 0 or more, got {args.chunk_overlap}.")
+    question = getattr(args, "question", None)
+    if question is not None and not any(ch.isalnum() for ch in question):
+        raise ValueError(f"The question {question!r} has no words: ask something, in quotes.")
+    for name, keywords in _MODEL_OPTIONS.items():
+        value = getattr(args, name, None)
+        if value is not None and value not in keywords and not (name == "model" and args.command == "rag"
+                                                                and getattr(args, "no_generate", False)):
+            from course_utils.hf import resolve_model_source
+
+            resolve_model_source(value, f"--{name.replace('_', '-')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``course`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Handler = args.func
     try:
+        _check_args(args)
         result = func(args)
     except (FileNotFoundError, ValueError) as exc:
         # A learner's mistake gets a sentence, not a traceback.

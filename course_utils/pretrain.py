@@ -403,11 +403,23 @@ def _recover_checkpoint(folder: Path) -> None:
             return
 
 
+def _read_state(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json``; a sentence naming the file if it is not one."""
+    path = folder / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        int(state["step"]), state["config"]["model"]  # noqa: B018
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a checkpoint's state ({type(exc).__name__}: {exc}): delete the "
+                         f"checkpoint folder to start again, or restore it.") from None
+    return state
+
+
 def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches,
                      drills: _Batches | None = None) -> tuple[int, list]:
     from safetensors.torch import load_file
 
-    state = json.loads((folder / "state.json").read_text())
+    state = _read_state(folder)
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
     tensors = load_file(folder / "optimizer.safetensors")
     torch.set_rng_state(tensors.pop("rng.torch"))
@@ -430,7 +442,7 @@ def load_checkpoint_model(run_dir: str | Path) -> GPT:
     folder = Path(run_dir) / "checkpoint"
     if not (folder / "state.json").exists():
         raise FileNotFoundError(f"No checkpoint in {folder}: train with out_dir={run_dir!s} first.")
-    state = json.loads((folder / "state.json").read_text())
+    state = _read_state(folder)
     mcfg = dict(state["config"]["model"])
     model = GPT(GPTConfig(**mcfg))
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
@@ -634,9 +646,11 @@ def _text_file_data(path: Path, vocab_size: int):
     """Documents from a plain text file (separated by blank lines), a tokenizer trained on them."""
     from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
 
+    from course_utils.data import _read_text_corpus
+
     if not path.exists():
         raise FileNotFoundError(f"No such text file: {path}")
-    docs = [d.strip() for d in path.read_text().split("\n\n") if d.strip()]
+    docs = _read_text_corpus(path)  # names the file and line of bytes that are not UTF-8
     if len(docs) < 2:
         raise ValueError(f"{path} needs at least two documents separated by blank lines.")
     val_docs, train_docs = docs[::10], [d for i, d in enumerate(docs) if i % 10]
