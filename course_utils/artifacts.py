@@ -134,7 +134,8 @@ def load_or_build(
     ``build(folder)`` must write the artifact into ``folder`` (which exists, and may hold
     what an interrupted earlier build left there). Only when it returns is the folder
     renamed into place, so a half-written artifact is never mistaken for a finished one.
-    ``rebuild=True`` discards a cached copy and builds again.
+    ``rebuild=True`` builds again; the cached copy stays in place (and in use) until the new
+    one is complete, so an interrupted rebuild loses nothing.
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"Artifact names are plain folder names, got {name!r}.")
@@ -145,11 +146,16 @@ def load_or_build(
     final = root / key
     partial = root / f"{key}.partial"
     with _lock(root / f".{key}.lock"):
+        old = root / f"{key}.old"
+        if old.joinpath(MARKER).exists() and not final.joinpath(MARKER).exists():
+            if final.exists():  # killed in the middle of a rebuild's swap: the old copy is the good one
+                shutil.rmtree(final)
+            os.replace(old, final)
         if final.joinpath(MARKER).exists() and not rebuild:
             _say(f"using cached {name} ({key}) from {final}", verbose)
             return final
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists() and not final.joinpath(MARKER).exists():
+            shutil.rmtree(final)  # not a finished artifact (no marker): nothing to keep
         if rebuild and partial.exists():
             shutil.rmtree(partial)
         resumed = partial.exists() and any(partial.iterdir())
@@ -167,7 +173,14 @@ def load_or_build(
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         partial.joinpath(MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(partial, final)
+        if final.exists():  # a rebuild: swap the new copy in, then drop the old one
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+            os.replace(partial, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(partial, final)
         _say(f"built {name} ({key}) in {seconds:.1f} s -> {final}", verbose)
         return final
 
@@ -178,7 +191,14 @@ def list_artifacts(settings: Settings | None = None) -> list[ArtifactRecord]:
     records = []
     if settings.cache_dir.exists():
         for marker in settings.cache_dir.glob(f"*/*/{MARKER}"):
-            data = json.loads(marker.read_text())
+            if marker.parent.suffix in (".old", ".partial"):  # a rebuild's copy being replaced or made
+                continue
+            try:
+                data = json.loads(marker.read_text())
+                data["name"], data["key"], data["config"], data["build_seconds"], data["built_at"]  # noqa: B018
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{marker} is not an artifact record ({type(exc).__name__}: {exc}); delete "
+                                 f"{marker.parent} and build it again.") from None
             records.append(
                 ArtifactRecord(
                     name=data["name"],

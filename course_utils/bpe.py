@@ -59,6 +59,12 @@ GPT4_SPLIT_PATTERN = (
 COURSE_SPLIT_PATTERN = GPT4_SPLIT_PATTERN.replace(r"|\p{N}{1,3}|", r"| ?\p{N}{1,3}|")
 
 
+def _longest_first(special_tokens: list[str]) -> list[str]:
+    """Special tokens in the order a regex alternation must try them: when one is a prefix of
+    another (``<|endoftext|>``, ``<|endoftext|><|endoftext|>``), the longer must win."""
+    return sorted(special_tokens, key=len, reverse=True)
+
+
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's map from the 256 byte values to printable characters.
 
@@ -118,7 +124,7 @@ class BPETokenizer:
         self.special_by_id = {i: s for s, i in self.special_ids.items()}
         self._split = regex.compile(self.pattern)
         self._special_split = (
-            regex.compile("(" + "|".join(regex.escape(s) for s in self.special_tokens) + ")")
+            regex.compile("(" + "|".join(regex.escape(s) for s in _longest_first(self.special_tokens)) + ")")
             if self.special_tokens
             else None
         )
@@ -235,7 +241,7 @@ class BPETokenizer:
 def _count_words(texts: Iterable[str], pattern: str, special_tokens: list[str]) -> Counter[str]:
     split = regex.compile(pattern)
     special = (
-        regex.compile("|".join(regex.escape(s) for s in special_tokens)) if special_tokens else None
+        regex.compile("|".join(regex.escape(s) for s in _longest_first(special_tokens))) if special_tokens else None
     )
     counts: Counter[str] = Counter()
     for text in texts:

@@ -135,8 +135,19 @@ def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
     # Before torch loads: idle OpenMP threads sleep instead of spinning, which on a shared
     # CPU (other notebooks, tests) is the difference between 1x and up to 10x slower steps.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from pathlib import Path
+
     from course_utils.pretrain import run_pretraining
 
+    if args.out and not args.resume:
+        run = Path(args.out)
+        if (run / "checkpoint").exists() or (run / "history.json").exists():
+            if not args.overwrite:
+                raise ValueError(f"{run} already holds a run: add --resume to continue it or --overwrite to "
+                                 "start again from step 0 (its checkpoint is replaced).")
+            import shutil
+
+            shutil.rmtree(run / "checkpoint", ignore_errors=True)
     overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile}
     result, tok = run_pretraining(
         args.preset,
@@ -163,6 +174,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="fast", help="fast | learner | gpu | tiny (default fast)")
     p.add_argument("--out", default=None, help="run folder: checkpoints, history.json and the exported HF model")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if there is one")
+    p.add_argument("--overwrite", action="store_true", help="start again from step 0 in an --out that holds a run")
     p.add_argument("--steps", type=int, default=None, help="override the preset's number of optimizer steps")
     p.add_argument("--batch-size", type=int, default=None, help="override the micro-batch size (per process)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
@@ -457,12 +469,40 @@ def _print_human(result: dict[str, Any]) -> None:
         print(f"{key}: {value}")
 
 
+#: Integer options that must be at least 1 (``chunk_overlap`` may be 0).
+_POSITIVE = ("timeout", "corpus_tokens", "steps", "batch_size", "chunk_size", "k", "max_new_tokens", "pairs",
+             "eval_limit", "prompts", "per_kind", "rank", "limit", "reading", "birthplace")
+#: Model options and the course's own names they may also take.
+_MODEL_OPTIONS = {"base_model": (), "sft_model": (), "model": ("base", "sft", "lora", "dpo", "rag")}
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Bad input gets a sentence before any model or data is loaded."""
+    for name in _POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+    if getattr(args, "chunk_overlap", None) is not None and args.chunk_overlap < 0:
+        raise ValueError(f"--chunk-overlap must be 0 or more, got {args.chunk_overlap}.")
+    question = getattr(args, "question", None)
+    if question is not None and not any(ch.isalnum() for ch in question):
+        raise ValueError(f"The question {question!r} has no words: ask something, in quotes.")
+    for name, keywords in _MODEL_OPTIONS.items():
+        value = getattr(args, name, None)
+        if value is not None and value not in keywords and not (name == "model" and args.command == "rag"
+                                                                and getattr(args, "no_generate", False)):
+            from course_utils.hf import resolve_model_source
+
+            resolve_model_source(value, f"--{name.replace('_', '-')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``course`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Handler = args.func
     try:
+        _check_args(args)
         result = func(args)
     except (FileNotFoundError, ValueError) as exc:
         # A learner's mistake gets a sentence, not a traceback.

@@ -199,9 +199,22 @@ def _from_hub(source: str, split: str, kind: str) -> list[dict[str, Any]]:
     return records
 
 
+def _held_out(items: list, split: str, every: int, held: str) -> list:
+    """The deterministic split of a local file: every ``every``-th item is the held-out split
+    ``held`` (validation or test), the rest train; a file of one item is all train."""
+    if len(items) < 2:
+        return items if split == "train" else []
+    return [x for i, x in enumerate(items) if (i % every == every - 1) == (split == held)]
+
+
 def _local_or_hub(source: str, split: str, kind: str) -> list[dict[str, Any]]:
+    """Records of a local JSONL file (split: every 10th record is ``test``) or of a hub data set's split."""
     if _is_local(source):
-        return read_jsonl(Path(source).expanduser(), kind)
+        _check_split(split, ("train", "test"))
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file. Give a .jsonl file of {kind} records or a hub id.")
+        return _held_out(read_jsonl(path, kind), split, 10, "test")
     return _from_hub(source, split, kind)
 
 
@@ -308,16 +321,17 @@ def load_corpus(split: str = "train", settings: Settings | None = None, source: 
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such corpus file. Give a .txt or .jsonl file, or a hub id.")
         docs = _read_text_corpus(path) if path.suffix == ".txt" else [r["text"] for r in read_jsonl(path, "corpus")]
-        if len(docs) < 2:
-            return docs if split == "train" else []
-        return [d for i, d in enumerate(docs) if (i % 50 == 49) == (split == "validation")]
+        return _held_out(docs, split, 50, "validation")
     return [r["text"] for r in _from_hub(source, split, "corpus")]
 
 
 # ----------------------------------------------------------------------------- sets
 
 def load_sft(split: str = "train", settings: Settings | None = None, source: str | None = None) -> list[dict[str, Any]]:
-    """SFT conversations ``{"id", "kind", "messages": [{"role", "content"}, ...]}``. Notebook 04."""
+    """SFT conversations ``{"id", "kind", "messages": [{"role", "content"}, ...]}``. Notebook 04.
+
+    ``source``: a local ``.jsonl`` file of such records (split deterministically: every 10th
+    record is ``test``, the rest ``train``) or a hub id (that data set's ``split``)."""
     if source is not None:
         return _local_or_hub(source, split, "sft")
     _check_split(split, ("train", "test"))
@@ -330,7 +344,8 @@ def load_preferences(split: str = "train", settings: Settings | None = None,
 
     ``prompt`` is a list of messages (the user turn), ``chosen`` and ``rejected`` each a
     one-message assistant list: trl's conversational preference format, which
-    ``DPOTrainer`` accepts as is. A local file may also use plain strings.
+    ``DPOTrainer`` accepts as is. A local file may also use plain strings; it is split
+    deterministically (every 10th pair is ``test``), a hub id loads that data set's ``split``.
     """
     if source is not None:
         return _local_or_hub(source, split, "preference")
@@ -395,13 +410,35 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
+def _remove_generated_documents(root: Path) -> list[str]:
+    """Delete the documents a previous build wrote (those its index lists, and the index); return
+    the other files found under ``documents/`` (a learner's own), which stay."""
+    folder = root / "documents"
+    if not folder.exists():
+        return []
+    index = root / DOCS_INDEX
+    ours = {root / r["path"] for r in read_jsonl(index, "document")} if index.exists() else set()
+    ours.add(index)
+    kept = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path in ours:
+            path.unlink()
+        else:
+            kept.append(str(path.relative_to(root)))
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return kept
+
+
 def build(settings: Settings | None = None, out_dir: Path | None = None, corpus: bool = True,
           corpus_tokens: int | None = None) -> dict[str, Any]:
     """Regenerate all the data (``course data build``): world, documents, sets, corpus.
 
     Writes ``world.json``, ``documents/``, ``sft/``, ``preferences/`` and ``eval/`` into
     ``out_dir`` (default: the data folder), then (``corpus=True``) rebuilds the cached
-    corpus. Everything is deterministic: two builds give identical bytes.
+    corpus. Everything is deterministic: two builds give identical bytes. Files a learner added
+    under ``documents/`` are kept (``kept_documents`` in the result lists them).
     """
     from course_utils.documents import render_documents
     from course_utils.supervised import build_eval, build_preferences, build_sft
@@ -412,8 +449,7 @@ def build(settings: Settings | None = None, out_dir: Path | None = None, corpus:
     w = _generate_world()
     root.mkdir(parents=True, exist_ok=True)
     (root / WORLD_FILE).write_text(json.dumps(w.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if (root / "documents").exists():
-        shutil.rmtree(root / "documents")
+    kept = _remove_generated_documents(root)
     docs = render_documents(w)
     index = []
     for d in docs:
@@ -428,6 +464,8 @@ def build(settings: Settings | None = None, out_dir: Path | None = None, corpus:
         _write_jsonl(root / PREF_FILES[split], recs)
     _write_jsonl(root / EVAL_FILE, build_eval(w))
     result: dict[str, Any] = {"data_dir": str(root), "sets_seconds": round(time.perf_counter() - start, 2)}
+    if kept:
+        result["kept_documents"] = kept  # files a learner added to documents/: left in place
     if corpus:
         s = dataclasses.replace(settings, data_dir=root)
         folder = corpus_folder(s, corpus_tokens, rebuild=True)

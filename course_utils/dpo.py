@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from course_utils.artifacts import training_record
 from course_utils.hf import context_length, trainer_device_flags
 from course_utils.settings import Settings, get_settings
+from course_utils.tokenizer import encode_chat
 
 __all__ = [
     "DPORun",
@@ -158,8 +159,7 @@ def load_policy(sft_model: str | Path | None = None, settings: Settings | None =
 
 # ---------------------------------------------------------------------- the loss, from scratch
 def _render_ids(tokenizer, messages, add_generation_prompt: bool = False) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return encode_chat(tokenizer, messages, add_generation_prompt)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

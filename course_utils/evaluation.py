@@ -45,6 +45,7 @@ import numpy as np
 
 from course_utils.metrics import contains_answer, normalize_answer, score_answer
 from course_utils.settings import Settings, get_settings
+from course_utils.tokenizer import encode_chat
 
 __all__ = [
     "MODEL_SPECS",
@@ -244,8 +245,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
 
 # ===================================================================== perplexity
 def _chat_ids(tokenizer, messages, add_generation_prompt=False) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return encode_chat(tokenizer, messages, add_generation_prompt)
 
 
 def answer_nll(model, tokenizer, conversations: list[list[dict[str, str]]], answers: list[str],

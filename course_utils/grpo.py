@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from course_utils.settings import Settings, get_settings
+from course_utils.tokenizer import encode_chat
 
 __all__ = [
     "GRPOConfig",
@@ -163,8 +164,7 @@ def sample_group(model, tokenizer, prompts: list[list[dict[str, str]]], group_si
     device = next(model.parameters()).device
     ends = _end_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ends[0]
-    enc = [tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
-                     add_special_tokens=False)["input_ids"] for p in prompts]
+    enc = [encode_chat(tokenizer, p, add_generation_prompt=True) for p in prompts]
     P = max(len(e) for e in enc)
     ids = torch.full((len(enc), P), pad, dtype=torch.long)
     att = torch.zeros((len(enc), P), dtype=torch.long)

@@ -12,6 +12,7 @@ split into transformers' ``q_proj``/``k_proj``/``v_proj`` and ``gate_proj``/``up
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -54,6 +55,7 @@ def resolve_model_source(spec: str | Path, parameter: str = "BASE_MODEL") -> str
         return str(local.resolve())
     if source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"No model folder at {source}: check the {parameter} path.")
+    _check_hub_model(source, parameter)
     return source
 
 
@@ -66,6 +68,27 @@ def model_key(spec: str | Path) -> str:
 
         return f"folder:{local.resolve()}:{fingerprint(local)}"
     return str(spec)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def _check_hub_model(repo_id: str, parameter: str) -> None:
+    """A hub id must be in the local Hugging Face cache or reachable on the hub; else a sentence
+    (no traceback from deep inside transformers, no minutes of retries without a network)."""
+    if not _HUB_ID.match(repo_id):
+        raise FileNotFoundError(f"{repo_id!r} is neither a model folder nor a hub id (owner/name): check {parameter}.")
+    import huggingface_hub
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "config.json"), str):
+        return  # downloaded before: transformers loads it offline
+    try:
+        huggingface_hub.model_info(repo_id, timeout=10)
+    except Exception as exc:  # no network, no such repo, gated: all the same to a learner
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise FileNotFoundError(
+            f"Cannot load the model {repo_id!r} ({parameter}): it is not in the local Hugging Face cache and the "
+            f"hub did not serve it ({reason}). Give a local model folder, or check the id and the network.") from None
 
 
 def trainer_device_flags() -> dict:

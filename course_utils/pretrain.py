@@ -415,11 +415,23 @@ def _recover_checkpoint(folder: Path) -> None:
             return
 
 
+def _read_state(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json``; a sentence naming the file if it is not one."""
+    path = folder / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        int(state["step"]), state["config"]["model"]  # noqa: B018
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a checkpoint's state ({type(exc).__name__}: {exc}): delete the "
+                         f"checkpoint folder to start again, or restore it.") from None
+    return state
+
+
 def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches,
                      drills: _Batches | None = None) -> tuple[int, list]:
     from safetensors.torch import load_file
 
-    state = json.loads((folder / "state.json").read_text())
+    state = _read_state(folder)
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
     tensors = load_file(folder / "optimizer.safetensors")
     torch.set_rng_state(tensors.pop("rng.torch"))
@@ -442,7 +454,7 @@ def load_checkpoint_model(run_dir: str | Path) -> GPT:
     folder = Path(run_dir) / "checkpoint"
     if not (folder / "state.json").exists():
         raise FileNotFoundError(f"No checkpoint in {folder}: train with out_dir={run_dir!s} first.")
-    state = json.loads((folder / "state.json").read_text())
+    state = _read_state(folder)
     mcfg = dict(state["config"]["model"])
     model = GPT(GPTConfig(**mcfg))
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
@@ -510,7 +522,7 @@ def train(
     ckpt = Path(out_dir) / "checkpoint" if out_dir is not None else None
     if ckpt is not None and resume:
         _recover_checkpoint(ckpt)
-    saved = json.loads((ckpt / "state.json").read_text()) if ckpt is not None and resume and (ckpt / "state.json").exists() else {}
+    saved = _read_state(ckpt) if ckpt is not None and resume and (ckpt / "state.json").exists() else {}
     # precision="auto" is measured per process (autocast_dtype): a resumed run keeps the checkpoint's,
     # so a busy machine during the measurement cannot switch a bf16 run to fp32 half-way.
     dtype = autocast_dtype(device, saved.get("precision", cfg.precision) if cfg.precision == "auto" else cfg.precision)
@@ -649,9 +661,11 @@ def _text_file_data(path: Path, vocab_size: int):
     """Documents from a plain text file (separated by blank lines), a tokenizer trained on them."""
     from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
 
+    from course_utils.data import _read_text_corpus
+
     if not path.exists():
         raise FileNotFoundError(f"No such text file: {path}")
-    docs = [d.strip() for d in path.read_text().split("\n\n") if d.strip()]
+    docs = _read_text_corpus(path)  # names the file and line of bytes that are not UTF-8
     if len(docs) < 2:
         raise ValueError(f"{path} needs at least two documents separated by blank lines.")
     val_docs, train_docs = docs[::10], [d for i, d in enumerate(docs) if i % 10]

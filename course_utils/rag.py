@@ -20,7 +20,9 @@ LangChain chain and answer generation live in :mod:`course_utils.rag_chain`.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -306,19 +308,33 @@ class RagIndex:
         return len(self.chunks)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``index.faiss``, ``vectors.npy``, ``chunks.jsonl`` and ``meta.json`` (no pickle)."""
+        """Write ``index.faiss``, ``vectors.npy``, ``chunks.jsonl`` and ``meta.json`` (no pickle).
+
+        The files are written to a temporary folder next to ``folder`` that then replaces it, so an
+        interrupted save leaves the previous index (or none), never a mix of old and new files."""
         import faiss
         import numpy as np
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(folder / "index.faiss"))
-        np.save(folder / "vectors.npy", self.vectors)
-        with open(folder / "chunks.jsonl", "w", encoding="utf-8") as f:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(folder.name + ".saving")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        faiss.write_index(self.index, str(tmp / "index.faiss"))
+        np.save(tmp / "vectors.npy", self.vectors)
+        with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
             for c in self.chunks:
                 f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
         meta = {"config": asdict(self.config), "duplicates": self.duplicates, "chunks": len(self.chunks)}
-        (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        old = folder.with_name(folder.name + ".replaced")
+        if old.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
         return folder
 
     @classmethod
@@ -331,16 +347,34 @@ class RagIndex:
         if not (folder / "meta.json").exists():
             raise FileNotFoundError(
                 f"{folder} is not a course index (no meta.json). Build one with `course rag index PATH --out {folder}`.")
-        meta = json.loads((folder / "meta.json").read_text())
-        cfg = dict(meta["config"])
-        cfg["prep"] = PrepConfig(**cfg["prep"])
-        config = IndexConfig(**cfg)
-        chunks = [Chunk.from_dict(json.loads(line)) for line in
-                  (folder / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        missing = [n for n in ("index.faiss", "vectors.npy", "chunks.jsonl") if not (folder / n).exists()]
+        if missing:
+            raise FileNotFoundError(f"The index in {folder} is incomplete: {', '.join(missing)} missing. "
+                                    f"Build it again with `course rag index PATH --out {folder}`.")
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            cfg = dict(meta["config"])
+            cfg["prep"] = PrepConfig(**cfg["prep"])
+            config = IndexConfig(**cfg)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{folder / 'meta.json'} is not a course index's metadata ({exc}).") from None
+        chunks = []
+        for n, line in enumerate((folder / "chunks.jsonl").read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    chunks.append(Chunk.from_dict(json.loads(line)))
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{folder / 'chunks.jsonl'}, line {n}: not a chunk ({exc}).") from None
         self = cls.__new__(cls)
         self.config, self.chunks, self.duplicates = config, chunks, meta.get("duplicates", {})
         self.vectors = np.load(folder / "vectors.npy")
         self.index = faiss.read_index(str(folder / "index.faiss"))
+        counts = {"chunks.jsonl": len(chunks), "index.faiss": int(self.index.ntotal),
+                  "vectors.npy": int(self.vectors.shape[0]), "meta.json": int(meta.get("chunks", len(chunks)))}
+        if len(set(counts.values())) > 1:
+            raise ValueError(f"The index in {folder} is inconsistent: " +
+                             ", ".join(f"{k} holds {v}" for k, v in counts.items()) +
+                             f". Build it again with `course rag index PATH --out {folder}`.")
         self._embedder, self._bm25 = embedder, None
         return self
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from course_utils.rag import RagIndex
 from course_utils.supervised import READ_PROMPT
+from course_utils.tokenizer import escape_special_tokens
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -125,7 +126,8 @@ def _context_length(llm) -> int:
 
 def _chat_text(llm, user: str) -> str:
     """``user`` wrapped in the model's chat template, ready for the assistant's reply."""
-    tok = llm.pipeline.tokenizer
+    tok = llm.pipeline.tokenizer  # the pipeline tokenizes text: a "<|end|>" in a page must not end the turn
+    user = escape_special_tokens(user, tok)
     return tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
 
 

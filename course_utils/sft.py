@@ -38,6 +38,7 @@ import torch
 from course_utils.artifacts import training_record
 from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.settings import Settings, get_settings
+from course_utils.tokenizer import encode_chat
 
 __all__ = [
     "SFTRunConfig",
@@ -362,8 +363,8 @@ def generate_answers(model, tokenizer, conversations: list[list[dict[str, str]]]
     end_turn = end_ids[0]
     ctx = context_length(model)
     keep = max(8, ctx - max_new_tokens)
-    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    # message text is encoded as plain text: "<|assistant|>" typed by a user cannot forge a turn
+    encoded = [encode_chat(tokenizer, c, add_generation_prompt=True) for c in conversations]
     cut = sum(len(e) > keep for e in encoded)
     if cut:
         print(f"note: {cut} prompt(s) longer than the context ({ctx} tokens) minus {max_new_tokens} new tokens "

@@ -18,6 +18,7 @@ Every notebook gets it with :func:`load_or_build_tokenizer` (cached artifact).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,9 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TokenizerConfig",
     "corpus_key",
+    "encode_chat",
     "encode_documents",
+    "escape_special_tokens",
     "load_or_build_tokenizer",
     "train_tokenizer",
     "wrap_tokenizer",
@@ -195,3 +198,50 @@ def encode_documents(tokenizer, docs: list[str]):
             out.extend(ids)
     out.append(eos)
     return torch.tensor(out, dtype=torch.int32)
+
+
+# ---------------------------------------------------------------------- chat text that cannot forge turns
+_SLOT = "\ue000{}\ue001"  # private-use characters around a message's index: what the template renders
+_SLOT_RE = re.compile("\ue000(\\d+)\ue001")
+
+
+def encode_chat(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of ``messages`` in ``tokenizer``'s chat template, each message's text encoded as
+    *plain text*.
+
+    Tokenizing the rendered template as one string turns ``<|assistant|>`` or ``<|end|>`` typed by a
+    user, or planted in a retrieved page, into the control tokens themselves: the text forges a turn.
+    Here the template is rendered with a placeholder for each message, its own markers are encoded as
+    usual (special tokens stay special) and every message's text with ``split_special_tokens=True``
+    (a special-token string stays characters). For text without such strings the ids are the same as
+    ``tokenizer(apply_chat_template(messages, tokenize=False))`` (tests check it on the SFT set).
+    Works with any tokenizer whose template passes message text through unchanged.
+    """
+    slots = [{**m, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
+    text = tokenizer.apply_chat_template(slots, tokenize=False, add_generation_prompt=add_generation_prompt)
+    ids: list[int] = []
+    at, seen = 0, []
+    for match in _SLOT_RE.finditer(text):
+        if match.start() > at:
+            ids += tokenizer(text[at : match.start()], add_special_tokens=False)["input_ids"]
+        i = int(match.group(1))
+        seen.append(i)
+        ids += tokenizer(messages[i]["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        at = match.end()
+    if at < len(text):
+        ids += tokenizer(text[at:], add_special_tokens=False)["input_ids"]
+    if sorted(seen) != list(range(len(messages))):
+        raise ValueError("The chat template does not render each message's text exactly once: "
+                         "encode_chat cannot keep message text apart from the template's markers.")
+    return ids
+
+
+def escape_special_tokens(text: str, tokenizer) -> str:
+    """``text`` with every special-token string broken by a word joiner (U+2060) after its first
+    character, for interfaces that take a prompt as text (a LangChain pipeline): ``<|end|>`` in a
+    passage stays characters the model reads instead of ending the turn. Prefer :func:`encode_chat`
+    where you build the token ids yourself."""
+    for token in sorted(tokenizer.all_special_tokens, key=len, reverse=True):
+        if len(token) > 1 and token in text:
+            text = text.replace(token, token[0] + "\u2060" + token[1:])
+    return text

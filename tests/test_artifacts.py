@@ -60,16 +60,34 @@ def test_an_interrupted_build_is_never_used_and_resumes():
     assert not path.with_name(path.name + ".partial").exists()
 
 
-def test_rebuild_discards_the_cached_copy():
+def test_rebuild_replaces_the_cached_copy_only_once_the_new_one_is_complete():
     counter = {"n": 0}
 
     def build(folder):
         counter["n"] += 1
         (folder / "n.txt").write_text(str(counter["n"]))
 
-    load_or_build("thing", Cfg(), build)
+    first = load_or_build("thing", Cfg(), build)
+
+    def interrupted(folder):
+        assert (first / "n.txt").read_text() == "1"  # the good copy is still there while rebuilding
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build("thing", Cfg(), interrupted, rebuild=True)
+    assert load_or_build("thing", Cfg(), build) == first and (first / "n.txt").read_text() == "1"
     path = load_or_build("thing", Cfg(), build, rebuild=True)
-    assert (path / "n.txt").read_text() == "2"
+    assert path == first and (path / "n.txt").read_text() == "2"
+    assert [p.name for p in path.parent.iterdir() if not p.name.startswith(".")] == [path.name]
+    assert len(list_artifacts()) == 1
+
+
+def test_a_rebuild_killed_during_its_swap_keeps_the_old_copy():
+    path = load_or_build("thing", Cfg(), lambda f: (f / "v.txt").write_text("good"))
+    path.rename(path.with_name(path.name + ".old"))  # as if killed between the two renames
+    assert list_artifacts() == []
+    again = load_or_build("thing", Cfg(), lambda f: (f / "v.txt").write_text("rebuilt"))
+    assert again == path and (path / "v.txt").read_text() == "good"
 
 
 def test_bad_names_and_configs_are_explained():

@@ -93,3 +93,10 @@ def test_training_is_incremental_fast():
 def test_too_small_vocab_is_a_clear_error():
     with pytest.raises(ValueError, match="smaller than 256"):
         train_bpe("abc", 200)
+
+
+def test_the_longest_special_token_wins_when_one_is_a_prefix_of_another():
+    double = "<|endoftext|><|endoftext|>"
+    tok = train_bpe(_corpus(300), 300, special_tokens=["<|endoftext|>", double])
+    assert tok.encode("a" + double + "b")[1:-1] == [tok.special_ids[double]]
+    assert tok.encode("<|endoftext|>x") [0] == tok.special_ids["<|endoftext|>"]

@@ -281,6 +281,40 @@ def test_local_files_in_common_formats(tmp_path):
     assert data.to_dataset(["a", "b"])["text"] == ["a", "b"]
 
 
+def test_data_build_keeps_documents_a_learner_added(tmp_path):
+    data.build(out_dir=tmp_path, corpus=False)
+    mine = tmp_path / "documents" / "md" / "my-notes.md"
+    mine.write_text("# My notes\nKithka has a fine market.", encoding="utf-8")
+    (tmp_path / "documents" / "extra").mkdir()
+    (tmp_path / "documents" / "extra" / "letter.txt").write_text("Dear Orin,", encoding="utf-8")
+    generated = sorted(p for p in (tmp_path / "documents").rglob("*") if p.is_file() and p.parent.name != "extra"
+                       and p.name != "my-notes.md")
+    result = data.build(out_dir=tmp_path, corpus=False)
+    assert result["kept_documents"] == ["documents/extra/letter.txt", "documents/md/my-notes.md"]
+    assert mine.read_text(encoding="utf-8").startswith("# My notes")
+    assert sorted(p for p in (tmp_path / "documents").rglob("*") if p.is_file() and p.parent.name != "extra"
+                  and p.name != "my-notes.md") == generated  # the generated ones were written again
+    assert "kept_documents" not in data.build(out_dir=tmp_path / "fresh", corpus=False)
+
+
+def test_local_sft_and_preference_files_are_split_into_train_and_test(tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
+        {"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}) + "\n"
+        for i in range(25)))
+    train, test = data.load_sft("train", source=str(chat)), data.load_sft("test", source=str(chat))
+    assert [r["id"] for r in test] == ["c9", "c19"] and len(train) == 23
+    assert not {r["id"] for r in train} & {r["id"] for r in test}
+    assert data.load_sft("test", source=str(chat)) == test  # deterministic
+    pref = tmp_path / "pref.jsonl"
+    pref.write_text("".join(json.dumps({"prompt": f"Say {i}", "chosen": "Yes.", "rejected": "No."}) + "\n"
+                            for i in range(20)))
+    assert len(data.load_preferences("train", source=str(pref))) == 18
+    assert [r["prompt"] for r in data.load_preferences("test", source=str(pref))] == ["Say 9", "Say 19"]
+    with pytest.raises(ValueError, match="Unknown split 'validation'"):
+        data.load_sft("validation", source=str(chat))
+
+
 def test_hub_ids_go_through_datasets_and_are_validated(monkeypatch):
     import datasets
 

@@ -65,14 +65,21 @@ def test_loop_runs_and_keeps_the_reference(tmp_path):
     model, tok, _ = dpo.load_policy(folder)
     before = [p.detach().clone() for p in model.parameters()]
     cfg = grpo.GRPOConfig(steps=2, prompts_per_step=2, group_size=3, max_new_tokens=8, lr=1e-3)
-    run = grpo.train_grpo(model, tok, grpo.fact_tasks(n=6), cfg, progress=False)
+    def flat(reply, answer, stopped, max_words):  # every sample equal: all advantages 0
+        return {"reward": 0.0, "correct": 0.0, "short": 0.0, "words": len(reply.split())}
+
+    run = grpo.train_grpo(model, tok, grpo.fact_tasks(n=6), cfg, progress=False, reward_fn=flat)
     assert [h["step"] for h in run.history] == [1, 2]
     assert {"reward", "correct", "short", "kl", "clipped", "loss"} <= set(run.history[0])
-    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    if all(h["reward"] == 0 for h in run.history):  # every answer wrong and long: all advantages are 0,
-        assert not changed  # the policy is at the reference (KL 0), so nothing moves
-    else:
-        assert changed
+    # no advantage and the policy at the reference (KL 0): nothing moves
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+    def by_length(reply, answer, stopped, max_words):  # samples differ: non-zero advantages
+        return {"reward": float(len(reply)), "correct": 0.0, "short": 0.0, "words": len(reply.split())}
+
+    run = grpo.train_grpo(model, tok, grpo.fact_tasks(n=6), cfg, progress=False, reward_fn=by_length)
+    assert any(h["reward"] > 0 for h in run.history)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the policy moved
     batch = grpo.sample_group(model, tok, [[{"role": "user", "content": "Hi?"}]], group_size=2, max_new_tokens=5)
     assert batch["mask"].shape == (2, batch["input_ids"].shape[1] - batch["prompt_len"])
     assert grpo.answer_logps(model, batch).shape == batch["mask"].shape

@@ -2,10 +2,12 @@
 
 import json
 import os
+import queue
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -28,11 +30,16 @@ def test_jupyterlab_starts_and_lists_the_notebooks(tmp_path):
         args.append("--allow-root")
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.Popen(args, cwd=repo_root(), env=env, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
     try:
         token, log = None, ""
         deadline = time.time() + 90
-        while token is None and time.time() < deadline:
-            line = proc.stderr.readline()
+        while token is None and time.time() < deadline:  # a silent server cannot block past the deadline
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                break
             log += line
             match = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=(\w+)", line)
             token = match.group(1) if match else None

@@ -99,11 +99,16 @@ def test_facts_records_teach_with_other_phrasings():
         assert q["question"] not in users  # the evaluation phrasing is never trained on
 
 
-def test_cli_registers_lora():
-    from course_utils.cli import build_parser
+def test_course_lora_passes_its_options_to_run_lora_and_prints_json(monkeypatch, capsys):
+    import json
 
-    args = build_parser().parse_args(["lora", "--json", "--rank", "4", "--steps", "3"])
-    assert args.json and args.rank == 4 and args.steps == 3 and callable(args.func)
+    from course_utils.cli import main
+
+    calls = []
+    monkeypatch.setattr(lora, "run_lora", lambda settings, **kw: calls.append(kw) or {"rank": kw["rank"]})
+    assert main(["lora", "--json", "--rank", "4", "--steps", "3", "--no-progress"]) == 0
+    assert calls == [{"base_model": None, "rank": 4, "steps": 3, "eval_limit": None, "progress": False}]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"rank": 4}
 
 
 def test_default_lora_config_is_the_sft_budget_with_a_larger_step(monkeypatch):

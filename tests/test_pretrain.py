@@ -238,3 +238,24 @@ def test_reading_probe_asks_for_facts_in_the_passage_and_scores_copies():
     assert abs(only_words["share_correct"] - (1 - len(numbers) / len(expected))) < 1e-9
     wrong = reading_probe(_ReplayModel(expected[1:] + expected[:1]), tok, n=12, seed=3)
     assert wrong["share_correct"] == 0.0
+
+
+def test_pretrain_refuses_to_overwrite_a_run_without_resume_or_overwrite(text_file, tmp_path, capsys):
+    from course_utils.cli import main
+
+    out = tmp_path / "run"
+    args = ["pretrain", "--preset", "tiny", "--text-file", str(text_file), "--steps", "4", "--out", str(out),
+            "--no-progress", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(args) == 2  # a second run would silently start again at step 0
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "Traceback" not in err
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4  # untouched
+    assert main(args + ["--resume"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed_from"] == 4
+    assert main(args + ["--overwrite"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["resumed_from"] == 0 and again["val_loss"] == pytest.approx(first["val_loss"], abs=1e-5)
+    assert main(["pretrain", "--preset", "tiny", "--text-file", str(text_file), "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err

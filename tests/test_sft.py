@@ -146,11 +146,19 @@ def test_missing_folder_gets_a_sentence(tmp_path):
         sft.load_base(tmp_path / "empty")
 
 
-def test_cli_registers_sft():
-    from course_utils.cli import build_parser
+def test_course_sft_passes_its_options_to_run_sft_and_prints_json(tmp_path, monkeypatch, capsys):
+    import json
 
-    args = build_parser().parse_args(["sft", "--json", "--base-model", "some/folder", "--per-kind", "2"])
-    assert args.json and args.base_model == "some/folder" and args.per_kind == 2 and callable(args.func)
+    from course_utils.cli import main
+
+    calls = []
+    monkeypatch.setattr(sft, "run_sft", lambda settings, **kw: calls.append(kw) or {"model": "x", "format_rate": 1.0})
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert main(["sft", "--json", "--base-model", str(model), "--per-kind", "2", "--no-progress"]) == 0
+    assert calls == [{"base_model": str(model), "per_kind": 2, "eval_limit": None, "progress": False}]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"model": "x", "format_rate": 1.0}
 
 
 def test_cpu_training_runs_without_activation_checkpointing(tmp_path):
