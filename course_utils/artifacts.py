@@ -54,6 +54,8 @@ def fingerprint(path: str | Path) -> str:
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: nothing there to fingerprint.")
+    if path.is_file() and path.stat().st_size <= _HASH_BYTES:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]  # a file: its content alone
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
     h = hashlib.sha256()

@@ -43,3 +43,17 @@ def test_dpo_nll_reads_its_runs():
     for bad in ("0.1:2e-4:160", "0:2e-4:160:1", "0.1:2e-4:160:-1", "a:b:c:d"):
         with pytest.raises(argparse.ArgumentTypeError):
             dpo_nll.parse_run(bad)
+
+
+def test_base_models_table_reads_its_rows():
+    import math
+
+    from benchmarks.base_models import table
+
+    row = {"year_tokens": ["Ġ183", "8"], "birthplace": 0.8, "val_loss": 0.52, "val_nats_per_byte": 0.1 * math.log(2),
+           "train_s": 900.0, "fresh": {"share_correct": 0.65, "share_correct_numbers": 0.25, "share_correct_words": 0.9,
+                                       "n": 60, "n_numbers": 24},
+           "world": {"share_correct": 0.5, "share_correct_numbers": 0.2, "share_correct_words": 0.8, "n": 60,
+                     "n_numbers": 24}}
+    assert ("| m | 'Ġ183' '8' | 65% / 50% | 25% / 20% (of 24) | 90% / 80% | 80% | 0.520 | 0.1000 | 15.0 min |"
+            in table({"m": row}))
