@@ -192,13 +192,13 @@ def _cmd_export_hf(args: argparse.Namespace) -> dict[str, Any]:
 
         from transformers import AutoTokenizer
 
-        from course_utils.tokenizer import load_or_build_tokenizer
-
         model = load_checkpoint_model(args.run)
-        # `course pretrain --out` saved the run's own tokenizer next to the checkpoint
+        # `course pretrain --out` saves the run's own tokenizer in the run folder before the first step
         run = Path(args.run)
-        tok = AutoTokenizer.from_pretrained(run) if (run / "tokenizer.json").exists() else load_or_build_tokenizer()
-        out = export_hf(model, args.out, tok)
+        if not (run / "tokenizer.json").exists():
+            raise FileNotFoundError(f"{run} has no tokenizer.json: the weights cannot be paired with the tokenizer "
+                                    "they were trained with. Export a run written by `course pretrain --out`.")
+        out = export_hf(model, args.out, AutoTokenizer.from_pretrained(run))
     else:
         path = load_or_build_base_model(preset=args.preset)
         out = __import__("pathlib").Path(args.out)

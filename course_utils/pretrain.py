@@ -427,12 +427,38 @@ def _read_state(folder: Path) -> dict[str, Any]:
     return state
 
 
+#: Fields a resumed run may change: how long it runs and how often it measures and saves.
+_RESUMABLE = {"max_steps", "eval_every", "eval_batches", "checkpoint_every", "compile", "precision", "peak_matmul"}
+
+
+def _check_resume_config(folder: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse to continue a checkpoint with another recipe: a changed rate, batch or model would
+    silently train a run nobody asked for. Lists what differs."""
+    now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    diffs = []
+    for key in sorted(set(saved) | set(now)):
+        if key in _RESUMABLE:
+            continue
+        if key == "model":
+            diffs += [f"model.{k}: {saved[key].get(k)!r} -> {now[key].get(k)!r}"
+                      for k in sorted(set(saved[key]) | set(now[key])) if saved[key].get(k) != now[key].get(k)]
+        elif saved.get(key) != now.get(key):
+            diffs.append(f"{key}: {saved.get(key)!r} -> {now.get(key)!r}")
+    if diffs:
+        raise ValueError(f"The checkpoint in {folder} was trained with other settings ({'; '.join(diffs)}): "
+                         "resume with the same ones, or start again (resume=False; `course pretrain --overwrite`).")
+
+
 def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches,
                      drills: _Batches | None = None) -> tuple[int, list]:
     from safetensors.torch import load_file
 
     state = _read_state(folder)
-    model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and model.cfg.tie_embeddings)]  # the tied head
+    if missing or unexpected:
+        raise ValueError(f"{folder / 'model.safetensors'} does not fit the model: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}.")
     tensors = load_file(folder / "optimizer.safetensors")
     torch.set_rng_state(tensors.pop("rng.torch"))
     per_param: dict[int, dict[str, torch.Tensor]] = {}
@@ -457,7 +483,11 @@ def load_checkpoint_model(run_dir: str | Path) -> GPT:
     state = _read_state(folder)
     mcfg = dict(state["config"]["model"])
     model = GPT(GPTConfig(**mcfg))
-    model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and model.cfg.tie_embeddings)]
+    if missing or unexpected:
+        raise ValueError(f"{folder / 'model.safetensors'} does not fit its config: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}.")
     return model.eval()
 
 
@@ -540,6 +570,7 @@ def train(
     drills = _Batches(drill_ids, cfg.seq_len, cfg.seed + 1) if cfg.drill_rows else None
     step, history = 0, []
     if saved:
+        _check_resume_config(ckpt, saved["config"], cfg)
         step, history = _load_checkpoint(ckpt, model, opt, sched, batches, drills)
     resumed_from = step
 
@@ -713,6 +744,8 @@ def run_pretraining(
         if cfg.drill_rows:
             drill_ids = load_drill_tokens(cfg.drill_tokens(), settings, tokenizer=tok, seq_len=cfg.seq_len)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=len(tok)))
+    if out is not None:  # the run's own tokenizer beside its checkpoints from the start (export-hf --run)
+        tok.save_pretrained(out)
     result = train(cfg, train_ids, val_ids, out_dir=out, resume=resume, progress=progress,
                    drill_ids=drill_ids, probe=probe)
     result.extra["unigram_baseline"] = unigram_baseline(train_ids, val_ids, len(tok))

@@ -259,3 +259,30 @@ def test_pretrain_refuses_to_overwrite_a_run_without_resume_or_overwrite(text_fi
     assert again["resumed_from"] == 0 and again["val_loss"] == pytest.approx(first["val_loss"], abs=1e-5)
     assert main(["pretrain", "--preset", "tiny", "--text-file", str(text_file), "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_recipe_and_a_checkpoint_that_does_not_fit(data, tmp_path):
+    cfg = _cfg(data, max_steps=6, checkpoint_every=2)
+    train_ids, val_ids, _ = data
+    run = tmp_path / "run"
+    train(cfg, train_ids, val_ids, out_dir=run, stop_after_steps=2, progress=False)
+    other = dataclasses.replace(cfg, lr=3e-4)
+    with pytest.raises(ValueError, match=r"trained with other settings \(lr: 0\.003 -> 0\.0003\)"):
+        train(other, train_ids, val_ids, out_dir=run, progress=False)
+    wider = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d_model=48, ffn_hidden=128))
+    with pytest.raises(ValueError, match="model.d_model: 32 -> 48"):
+        train(wider, train_ids, val_ids, out_dir=run, progress=False)
+    longer = dataclasses.replace(cfg, max_steps=8, eval_every=2)  # running longer is allowed
+    assert train(longer, train_ids, val_ids, out_dir=run, progress=False).resumed_from == 2
+
+
+def test_a_killed_run_can_still_be_exported_with_its_own_tokenizer(text_file, tmp_path):
+    from course_utils.cli import main
+
+    out = tmp_path / "run"
+    run_pretraining("tiny", out=out, text_file=text_file, max_steps=4, progress=False)
+    assert not (out / "config.json").exists()  # as if killed before the CLI's final export
+    assert (out / "tokenizer.json").exists() and (out / "checkpoint" / "state.json").exists()
+    assert main(["export-hf", "--run", str(out), "--out", str(tmp_path / "hf")]) == 0
+    (out / "tokenizer.json").unlink()
+    assert main(["export-hf", "--run", str(out), "--out", str(tmp_path / "hf2")]) == 2
