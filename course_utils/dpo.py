@@ -560,7 +560,7 @@ def run_dpo(settings: Settings | None = None, sft_model: str | Path | None = Non
     model on held-out preference pairs (likelihood and implicit-reward accuracy) and on the
     evaluation set's seen fact questions (exact match, answer contained)."""
     from course_utils.data import load_eval, load_preferences
-    from course_utils.evaluation import EvalConfig, evaluate_model
+    from course_utils.harness import EvalConfig, evaluate_model
 
     settings = settings or get_settings()
     pairs = pairs or (40 if settings.fast else 300)

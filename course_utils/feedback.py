@@ -114,7 +114,7 @@ class FeedbackStore:
         the evaluation report. ``rater``: whose ratings count (default people's; None: all)."""
         import pandas as pd
 
-        from course_utils.evaluation import bootstrap_ci
+        from course_utils.scores import bootstrap_ci
 
         df = self.ratings(rater)
         rows = []

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from course_utils.settings import Settings, get_settings
+from course_utils.generation import end_ids
 from course_utils.tokenizer import encode_chat
 
 __all__ = [
@@ -147,13 +148,6 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
 
 
 # ---------------------------------------------------------------------- sampling and log-probs
-def _end_ids(tokenizer) -> list[int]:
-    ids = [tokenizer.convert_tokens_to_ids("<|end|>")]
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return [i for i in ids if i is not None and i >= 0]
-
-
 @torch.no_grad()
 def sample_group(model, tokenizer, prompts: list[list[dict[str, str]]], group_size: int, max_new_tokens: int = 24,
                  temperature: float = 1.0) -> dict[str, Any]:
@@ -162,7 +156,7 @@ def sample_group(model, tokenizer, prompts: list[list[dict[str, str]]], group_si
     and the decoded ``replies`` with ``stopped`` flags, in prompt-major order."""
     model.eval()
     device = next(model.parameters()).device
-    ends = _end_ids(tokenizer)
+    ends = end_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ends[0]
     enc = [encode_chat(tokenizer, p, add_generation_prompt=True) for p in prompts]
     P = max(len(e) for e in enc)
@@ -253,7 +247,7 @@ def train_grpo(model, tokenizer, tasks: list[dict[str, Any]], cfg: GRPOConfig, p
 def greedy_reward(model, tokenizer, tasks: list[dict[str, Any]], max_new_tokens: int = 24, max_words: int = 12,
                   progress: bool = False) -> dict[str, float]:
     """Mean rule reward, correct share and short share of the model's greedy answers to ``tasks``."""
-    from course_utils.sft import generate_answers
+    from course_utils.generation import generate_answers
 
     outs = generate_answers(model, tokenizer, [t["prompt"] for t in tasks], max_new_tokens, progress=progress,
                             desc="greedy answers")

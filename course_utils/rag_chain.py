@@ -25,13 +25,14 @@ calls :func:`ask`. Retrieval itself (FAISS, BM25, hybrid, metrics) is in
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from course_utils.rag import RagIndex
 from course_utils.supervised import READ_PROMPT
+from course_utils.generation import fit_passages
+from course_utils.scores import cite
 from course_utils.tokenizer import escape_special_tokens
 
 if TYPE_CHECKING:
@@ -135,52 +136,7 @@ def _clean_reply(text: str) -> str:
     return text.split(END_OF_TURN)[0].replace("<|endoftext|>", "").strip()
 
 
-def fit_passages(passages: list[str], question: str, tokenizer, context: int, max_new_tokens: int = 48) -> list[str]:
-    """The first passages (in rank order) whose prompt still fits ``context`` tokens with room
-    for ``max_new_tokens``; the best passage alone is cut at a sentence or word if even it is too long."""
-    def n_tokens(ps: list[str]) -> int:
-        text = PROMPT_TEMPLATE.format(context=" ".join(ps), question=question)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 8  # + chat markers
-
-    budget = context - max_new_tokens
-    kept: list[str] = []
-    for p in passages:
-        if n_tokens(kept + [p]) <= budget:
-            kept.append(p)
-        else:
-            break
-    if not kept and passages:
-        words = passages[0].split()
-        while words and n_tokens([" ".join(words)]) > budget:
-            words = words[: int(len(words) * 0.85)]
-        kept = [" ".join(words)] if words else []
-    return kept
-
-
 # ----------------------------------------------------------------------------- citations and scores
-
-_WORD = re.compile(r"\w+")
-_STOP = {"the", "a", "an", "of", "in", "on", "was", "is", "and", "to", "by", "at", "it", "its", "who", "which",
-         "what", "when", "where", "did", "does", "how", "many", "year", "passage", "not", "say"}
-
-
-def cite(answer: str, question: str, passages: list[dict[str, Any]]) -> list[str]:
-    """Ids of the passages that support ``answer``: those containing every word of the answer
-    that carries information (a name or a number) and that the question does not already
-    contain. Empty when the answer has no such word or no passage has them all (an answer
-    the model made up, or "The passage does not say ...")."""
-    q = {w.lower() for w in _WORD.findall(question)}
-    key = [w.lower() for w in _WORD.findall(answer)
-           if (w[0].isupper() or w.isdigit()) and w.lower() not in q and w.lower() not in _STOP]
-    if not key:
-        return []
-    out = []
-    for p in passages:
-        words = {w.lower() for w in _WORD.findall(p["text"])}
-        if all(k in words for k in key):
-            out.append(p["id"])
-    return out
-
 
 # ----------------------------------------------------------------------------- chains
 
@@ -247,7 +203,7 @@ def answer_questions(questions: list[dict], llm, index: RagIndex | None = None, 
     :func:`fit_passages`: the most RAG can reach if the model reads perfectly) and the Ragas
     metrics); ``result.summary`` every mean with its 95% bootstrap interval.
     """
-    from course_utils.evaluation import EvalConfig, evaluate_chain
+    from course_utils.harness import EvalConfig, evaluate_chain
 
     if index is None:
         chain = closed_book_chain(llm)

@@ -327,7 +327,7 @@ def run_reward_model(settings: Settings | None = None, base_model: str | Path | 
                            "held_out": acc}
     if with_win_rate:
         from course_utils.dpo import load_model, load_or_build_dpo_model, load_policy
-        from course_utils.sft import generate_answers
+        from course_utils.generation import generate_answers
 
         n = prompts or (16 if settings.fast else 100)
         sample = held[:: max(1, len(held) // n)][:n]

@@ -38,7 +38,7 @@ import torch
 from course_utils.artifacts import training_record
 from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.settings import Settings, get_settings
-from course_utils.tokenizer import encode_chat
+from course_utils.generation import generate_answers, prompt_and_gold
 
 __all__ = [
     "SFTRunConfig",
@@ -121,13 +121,6 @@ def ensure_chat_template(tokenizer, model=None):
     if model is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     return tokenizer
-
-
-def _end_ids(tokenizer) -> list[int]:
-    ids = [tokenizer.convert_tokens_to_ids(END_OF_TURN)]
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 def load_base(base_model: str | Path | None = None, settings: Settings | None = None):
@@ -337,64 +330,6 @@ def train_sft(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path 
 
 
 # ---------------------------------------------------------------------- generation and scoring
-def prompt_and_gold(record: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
-    """The messages before the last assistant turn, and that turn's content (the gold reply)."""
-    messages = record["messages"]
-    if not messages or messages[-1]["role"] != "assistant":
-        raise ValueError(f"Record {record.get('id', '?')} does not end with an assistant turn.")
-    return messages[:-1], messages[-1]["content"]
-
-
-@torch.no_grad()
-def generate_answers(model, tokenizer, conversations: list[list[dict[str, str]]], max_new_tokens: int = 48,
-                     batch_size: int = 16, progress: bool = True, desc: str = "generating") -> list[dict[str, Any]]:
-    """Greedy replies to each conversation (a list of messages ending with a user turn).
-
-    Returns one dict per conversation: ``reply`` (text up to the end of the turn, special
-    tokens removed), ``stopped`` (the model closed its turn with ``<|end|>`` within
-    ``max_new_tokens``), ``new_tokens``. Prompts longer than the context keep their last
-    tokens (a warning says how many were cut).
-    """
-    from tqdm.auto import tqdm
-
-    model.eval()
-    device = next(model.parameters()).device
-    end_ids = _end_ids(tokenizer)
-    end_turn = end_ids[0]
-    ctx = context_length(model)
-    keep = max(8, ctx - max_new_tokens)
-    # message text is encoded as plain text: "<|assistant|>" typed by a user cannot forge a turn
-    encoded = [encode_chat(tokenizer, c, add_generation_prompt=True) for c in conversations]
-    cut = sum(len(e) > keep for e in encoded)
-    if cut:
-        print(f"note: {cut} prompt(s) longer than the context ({ctx} tokens) minus {max_new_tokens} new tokens "
-              f"keep only their last {keep} tokens")
-    encoded = [e[-keep:] for e in encoded]
-    out: list[dict[str, Any]] = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[-1]
-    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, disable=not progress, unit="batch"):
-        chunk = encoded[start : start + batch_size]
-        T = max(len(e) for e in chunk)
-        ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-        att = torch.zeros((len(chunk), T), dtype=torch.long)
-        for i, e in enumerate(chunk):  # left padding: every prompt ends where generation starts
-            ids[i, T - len(e):] = torch.tensor(e)
-            att[i, T - len(e):] = 1
-        gen = model.generate(
-            input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, eos_token_id=end_ids, pad_token_id=pad,
-        )[:, T:].cpu()
-        for row in gen.tolist():
-            stop_at = next((i for i, t in enumerate(row) if t in end_ids), None)
-            body = row if stop_at is None else row[:stop_at]
-            out.append({
-                "reply": tokenizer.decode(body, skip_special_tokens=True).strip(),
-                "stopped": stop_at is not None and row[stop_at] == end_turn,
-                "new_tokens": len(body) + (stop_at is not None),
-            })
-    return out
-
-
 def held_out_sample(records: list[dict[str, Any]], per_kind: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Up to ``per_kind`` records of each kind (all when None), in a stable order."""
     import random
@@ -423,7 +358,7 @@ def evaluate(model, tokenizer, sft_records, eval_questions, max_new_tokens: int 
     ``answer_first``, ``format``, ``grounded_correct``, ``grounded_faithful``, ROUGE, ...),
     ``result.summary`` their bootstrap intervals, ``result.table`` every reply and its scores.
     Perplexity and answer relevancy are left to notebook 10 (they cost a model pass each)."""
-    from course_utils.evaluation import EvalConfig, evaluate_model
+    from course_utils.harness import EvalConfig, evaluate_model
 
     cfg = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, perplexity=False, relevancy=False,
                      progress=progress, seed=seed)
