@@ -393,7 +393,7 @@ def run_lora(settings: Settings | None = None, base_model: str | Path | None = N
     import copy
 
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from course_utils.data import load_eval, load_sft
     from course_utils.sft import evaluate, held_out_sample, load_base, load_or_build_sft_model, training_record

@@ -119,7 +119,6 @@ def compare_faiss(vectors: np.ndarray, queries: np.ndarray, k: int = 10, specs: 
     (default 1: one query on one core, stable on a shared machine; None leaves it).
     """
     import faiss
-    import numpy as np
 
     before = faiss.omp_get_max_threads()
     if threads:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from course_utils.corpus import (
-    PHRASES,
     QUESTIONS,
     Fresh,
     a_craft,

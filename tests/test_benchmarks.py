@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 import pytest
-import torch
 
 from benchmarks import dpo_nll
 from benchmarks.sft_budget import DEFAULT_RUNS, parse_run
