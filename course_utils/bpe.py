@@ -55,7 +55,8 @@ GPT4_SPLIT_PATTERN = (
 #: (`` 1838`` is `` 183`` + ``8``, not `` `` + ``183`` + ``8``), as a word does. With a bare space
 #: before every number, the token that precedes each number's first digits is the same space
 #: everywhere, so a model copying a number from a passage cannot tell the numbers apart by
-#: what comes before them (notebook 01 shows it; ``benchmarks/base_models.py`` measured it).
+#: what comes before them (notebook 01 shows the two splits; ``benchmarks/base_models.py``
+#: compares base models built with each).
 COURSE_SPLIT_PATTERN = GPT4_SPLIT_PATTERN.replace(r"|\p{N}{1,3}|", r"| ?\p{N}{1,3}|")
 
 
