@@ -73,6 +73,11 @@ def config_dict(config: Any) -> dict[str, Any]:
     """A configuration as a plain JSON-able dict (dataclasses and dicts accepted)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         data = dataclasses.asdict(config)
+        # A knob added after artifacts were built (``field(metadata={"key_if_set": True})``) joins the
+        # key only when set away from its default, so the artifacts built before it keep their keys.
+        for f in dataclasses.fields(config):
+            if f.metadata.get("key_if_set") and getattr(config, f.name) == f.default:
+                data.pop(f.name, None)
     elif isinstance(config, dict):
         data = dict(config)
     else:

@@ -32,7 +32,7 @@ from pathlib import Path
 import regex
 
 __all__ = [
-    "COURSE_SPLIT_PATTERN",
+    "SPACED_NUMBERS_PATTERN",
     "GPT2_SPLIT_PATTERN",
     "GPT4_SPLIT_PATTERN",
     "BPETokenizer",
@@ -45,19 +45,20 @@ __all__ = [
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 #: GPT-4's (cl100k) regex: case-insensitive contractions, digits in groups of at most
-#: three, newlines kept apart from spaces. The default of the hand-written BPE.
+#: three, newlines kept apart from spaces. The course's default.
 GPT4_SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
     r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 
-#: The course tokenizer's regex: GPT-4's with one change, a number keeps the space before it
+#: GPT-4's regex with one change, a number keeps the space before it
 #: (`` 1838`` is `` 183`` + ``8``, not `` `` + ``183`` + ``8``), as a word does. With a bare space
 #: before every number, the token that precedes each number's first digits is the same space
 #: everywhere, so a model copying a number from a passage cannot tell the numbers apart by
-#: what comes before them (notebook 01 shows the two splits; ``benchmarks/base_models.py``
-#: compares base models built with each).
-COURSE_SPLIT_PATTERN = GPT4_SPLIT_PATTERN.replace(r"|\p{N}{1,3}|", r"| ?\p{N}{1,3}|")
+#: what comes before them. An option of the course tokenizer (``TokenizerConfig.pattern``), not its
+#: default: notebook 01 shows the two splits, ``benchmarks/base_models.py`` compares base models built
+#: with each, and on its own it did not make the learner model copy numbers.
+SPACED_NUMBERS_PATTERN = GPT4_SPLIT_PATTERN.replace(r"|\p{N}{1,3}|", r"| ?\p{N}{1,3}|")
 
 
 def _longest_first(special_tokens: list[str]) -> list[str]:

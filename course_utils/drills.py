@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ class DrillConfig:
 
     world_syllables: float = 0.5  # share of drills whose names use the world's syllables (the rest: q/x/z marks)
     max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%; capped)
-    recall: float = 0.5  # share of drills that also ask about a world person or place the passage does not name
+    # share of drills that also ask about a world fact the passage does not name (0: none; see recall_lines)
+    recall: float = field(default=0.0, metadata={"key_if_set": True})
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 
@@ -177,7 +178,7 @@ def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] |
     for _ in range(n):
         world_syllables = rng.random() < cfg.world_syllables
         forge = name_forge(rng, world_syllables, avoid)
-        extra = rng.choice(recall) if recall and rng.random() < cfg.recall else None
+        extra = rng.choice(recall) if cfg.recall and recall and rng.random() < cfg.recall else None
         docs.append(reading_drill(rng, forge, max_entities=cfg.max_entities, recall=extra))
     return docs
 

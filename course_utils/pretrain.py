@@ -87,8 +87,9 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine": decay all the way; "wsd": constant lr, then a linear decay at the end
     decay_frac: float = 0.2  # with "wsd": the share of steps (at the end) spent decaying
     decay_drill_rows: int | None = None  # with "wsd": drill rows while decaying (the rest of the rows corpus); None: drill_rows
-    early_drill_rows: int | None = None  # drill rows in the first early_frac of the steps (the rest corpus); None: drill_rows
-    early_frac: float = 0.0  # the share of steps (at the start) that use early_drill_rows
+    # drill rows in the first early_frac of the steps (the rest corpus); None: drill_rows
+    early_drill_rows: int | None = field(default=None, metadata={"key_if_set": True})
+    early_frac: float = field(default=0.0, metadata={"key_if_set": True})  # the share of steps that use them
     weight_decay: float = 0.1  # AdamW decay, on weight matrices and embeddings only
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW moment decay rates
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -155,9 +156,8 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     ),
     "learner": lambda: _preset(
         GPTConfig(max_seq_len=256, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
-        batch_size=8, drill_rows=8, early_drill_rows=12, early_frac=0.5, decay_drill_rows=4, max_steps=1500,
-        warmup_steps=30, eval_every=100, eval_batches=16, checkpoint_every=100, lr=3e-3, schedule="wsd",
-        decay_frac=0.2, compile=True,
+        batch_size=8, drill_rows=8, max_steps=1500, warmup_steps=30, eval_every=100, eval_batches=16,
+        checkpoint_every=100, lr=3e-3, schedule="wsd", decay_frac=0.2, compile=True,
     ),
     "gpu": lambda: _preset(
         GPTConfig(max_seq_len=512, n_layer=8, n_head=8, d_model=512, ffn_hidden=1376),

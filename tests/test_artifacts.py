@@ -135,3 +135,19 @@ def test_a_local_model_retrained_in_place_gets_a_new_key(tmp_path):
     before = model_key(folder)
     (folder / "model.safetensors").write_bytes(b"b")
     assert model_key(folder) != before and model_key("owner/name") == "owner/name"
+
+
+def test_a_knob_added_later_keeps_old_keys_until_it_is_set():
+    import dataclasses as dc
+
+    @dc.dataclass
+    class Old:
+        size: int = 3
+
+    @dc.dataclass
+    class New:
+        size: int = 3
+        extra: float = dc.field(default=0.0, metadata={"key_if_set": True})
+
+    assert config_key(New()) == config_key(Old())  # artifacts built before the knob stay cached
+    assert config_key(New(extra=0.5)) != config_key(Old())

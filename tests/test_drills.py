@@ -237,3 +237,17 @@ def test_max_entities_caps_the_entities_of_a_drill():
         names = set(re.findall(r"Name: (.+)", doc)) if doc.startswith("Register entries") else set()
         assert len(names) <= 1
     assert drill_documents(30) == drill_documents(30, DrillConfig(max_entities=3))
+
+
+def test_recall_questions_are_an_option_that_leaves_the_default_stream_unchanged(world):
+    from course_utils.drills import recall_lines
+    from course_utils.world import world_name_words
+
+    avoid, lines = world_name_words(world), recall_lines(world)
+    assert drill_documents(40, DrillConfig(), avoid, lines) == drill_documents(40, DrillConfig(), avoid)
+    asked = drill_documents(200, DrillConfig(recall=0.5), avoid, lines)
+    answers = {a for _, a in lines}
+    share = sum(any(a in d for a in answers) for d in asked) / len(asked)
+    assert 0.3 < share < 0.55  # half of the drills, the grounded layout never
+    unseen = {e.name for e in world.entities if not e.seen}
+    assert not any(name in a for _, a in lines for name in unseen)
