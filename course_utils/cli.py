@@ -105,6 +105,26 @@ def _add_notebooks(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_notebooks)
 
 
+def _cmd_figures(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from course_utils.runbook import export_figures
+
+    paths = [Path(p) for p in args.notebooks]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"No such executed notebook: {', '.join(missing)}.")
+    return {"figures": [str(p) for p in export_figures(paths, Path(args.out))]}
+
+
+def _add_figures(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "figures", "export the tagged plots (cell tag figure:NAME) of executed notebooks as the "
+                                 "decks' pictures")
+    p.add_argument("notebooks", nargs="+", help="executed notebooks (e.g. build/notebooks/04_sft.ipynb)")
+    p.add_argument("--out", default="slides/img", help="folder for NN_NAME.png (default slides/img)")
+    p.set_defaults(func=_cmd_figures)
+
+
 def _cmd_data(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils import data
 
@@ -433,6 +453,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_env,
     _add_artifacts,
     _add_notebooks,
+    _add_figures,
     _add_map,
     _add_pretrain,
     _add_probe,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from course_utils.settings import repo_root
 
-__all__ = ["NotebookRun", "discover_notebooks", "run_notebook", "run_notebooks"]
+__all__ = ["NotebookRun", "discover_notebooks", "export_figures", "run_notebook", "run_notebooks"]
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 
@@ -146,3 +146,46 @@ def run_notebooks(
         "report": str(out / "report.md"),
         "_exit": 0 if all(r.ok for r in runs) else 1,
     }
+
+
+#: Cell tag that names a figure for the decks: ``figure:<name>`` -> ``<NN>_<name>.png``.
+FIGURE_TAG = "figure:"
+
+
+def _figure_tags(cell: dict) -> list[str]:
+    return [t[len(FIGURE_TAG):] for t in cell.get("metadata", {}).get("tags", []) if t.startswith(FIGURE_TAG)]
+
+
+def export_figures(notebooks: list[Path], out_dir: Path, sources: Path | None = None) -> list[Path]:
+    """Write the PNG output of every cell tagged ``figure:<name>`` in executed ``notebooks`` to
+    ``out_dir/<NN>_<name>.png`` (``NN``: the notebook's number), the pictures of the decks in
+    ``slides/``. The tags are read from the executed copy and from the notebook of the same name in
+    ``sources`` (default: the course's ``notebooks/``), matched by cell id, so a copy executed before
+    a tag was added still exports. A tagged cell must have a PNG output: an executed copy without one
+    (a failed run, a notebook never run) is an error that names the cell. Returns the files written."""
+    import base64
+
+    sources = sources if sources is not None else repo_root() / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for path in notebooks:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+        number = Path(path).name[:2]
+        source = sources / Path(path).name
+        source_tags = {}
+        if source.exists() and source.resolve() != Path(path).resolve():
+            source_tags = {c.get("id"): _figure_tags(c) for c in json.loads(source.read_text(encoding="utf-8"))["cells"]}
+        for cell in nb.get("cells", []):
+            names = list(dict.fromkeys(_figure_tags(cell) + source_tags.get(cell.get("id"), [])))
+            if not names:
+                continue
+            pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+            if not pngs:
+                raise ValueError(f"{path}: cell {cell.get('id', '?')} is tagged {FIGURE_TAG}{names[0]} but has no "
+                                 "picture: export from an executed copy (course notebooks --out DIR).")
+            for name in names:
+                target = out_dir / f"{number}_{name}.png"
+                data = pngs[-1]
+                target.write_bytes(base64.b64decode("".join(data) if isinstance(data, list) else data))
+                written.append(target)
+    return written

@@ -3,6 +3,7 @@
 import json
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from course_utils.runbook import run_notebook, run_notebooks
@@ -52,3 +53,28 @@ def test_course_notebooks_honours_course_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_FAST", "0")
     assert main(["notebooks", str(src), "--out", str(tmp_path / "b2")]) == 0
     assert "| 01_mode.ipynb | learner | ok |" in (tmp_path / "b2" / "report.md").read_text()
+
+
+def test_figures_are_exported_from_tagged_cells(tmp_path, capsys):
+    import base64
+
+    import nbformat
+
+    from course_utils.cli import main
+    from course_utils.runbook import export_figures
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    nb = nbformat.v4.new_notebook()
+    tagged = nbformat.v4.new_code_cell("plot()", metadata={"tags": ["figure:loss"]})
+    tagged.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})]
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), tagged]
+    path = tmp_path / "04_demo.ipynb"
+    nbformat.write(nb, path)
+    written = export_figures([path], tmp_path / "img")
+    assert written == [tmp_path / "img" / "04_loss.png"] and written[0].read_bytes() == b"\x89PNG\r\n\x1a\nfake"
+    tagged.outputs = []  # a run that failed before the plot
+    nbformat.write(nb, path)
+    with pytest.raises(ValueError, match="tagged figure:loss but has no picture"):
+        export_figures([path], tmp_path / "img")
+    assert main(["figures", str(tmp_path / "missing.ipynb"), "--out", str(tmp_path / "img")]) == 2
+    assert "No such executed notebook" in capsys.readouterr().err
