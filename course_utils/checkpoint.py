@@ -15,20 +15,30 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from course_utils.model import GPT, GPTConfig
 
-if TYPE_CHECKING:  # type hints only: pretrain imports this module, never the reverse at run time
-    from course_utils.pretrain import TrainConfig, _Batches
+
+class _Positioned(Protocol):
+    """A data stream whose position a checkpoint saves (``pretrain._Batches``)."""
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load(self, state: dict[str, Any]) -> None: ...
+
+
+#: ``cfg`` arguments are a ``pretrain.TrainConfig`` (a dataclass with a ``model`` GPTConfig); typed
+#: loosely here so that this module needs nothing from pretrain, which imports it.
+_TrainConfig = Any
 
 __all__ = ["load_checkpoint_model"]
 
 
-def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches, step: int, history, cfg: TrainConfig,
-                     drills: _Batches | None = None, precision: str = "fp32") -> None:
+def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Positioned, step: int, history, cfg: _TrainConfig,
+                     drills: _Positioned | None = None, precision: str = "fp32") -> None:
     """Write a checkpoint next to the old one, then swap: a kill never leaves a half-written one."""
     from safetensors.torch import save_file
 
@@ -89,7 +99,7 @@ def _read_state(folder: Path) -> dict[str, Any]:
 _RESUMABLE = {"max_steps", "eval_every", "eval_batches", "checkpoint_every", "compile", "precision", "peak_matmul"}
 
 
-def _check_resume_config(folder: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
+def _check_resume_config(folder: Path, saved: dict[str, Any], cfg: _TrainConfig) -> None:
     """Refuse to continue a checkpoint with another recipe: a changed rate, batch or model would
     silently train a run nobody asked for. Lists what differs."""
     now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
@@ -107,8 +117,8 @@ def _check_resume_config(folder: Path, saved: dict[str, Any], cfg: TrainConfig) 
                          "resume with the same ones, or start again (resume=False; `course pretrain --overwrite`).")
 
 
-def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Batches,
-                     drills: _Batches | None = None) -> tuple[int, list]:
+def _load_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Positioned,
+                     drills: _Positioned | None = None) -> tuple[int, list]:
     from safetensors.torch import load_file
 
     state = _read_state(folder)
