@@ -272,6 +272,34 @@ def _add_map(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_map)
 
 
+def _cmd_results(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.results import load_results, stale_markers, update_files
+    from course_utils.settings import repo_root
+
+    results = load_results(args.dir)
+    files = [repo_root() / "README.md", *sorted((repo_root() / "slides").glob("*.md"))]
+    changed = update_files(files, results) if args.update else []
+    stale = {str(f.relative_to(repo_root())): stale_markers(f.read_text(), results) for f in files}
+    stale = {k: v for k, v in stale.items() if v}
+    if not args.json:
+        for key, fig in results.items():
+            print(f"{key:32s} {fig['text']:>14s}   ({fig['mode']}, {fig['measured']})")
+        for f in changed:
+            print(f"updated {f.relative_to(repo_root())}")
+        for name, rows in stale.items():
+            for key, quoted, recorded in rows:
+                print(f"{name}: {key} quotes {quoted!r}, recorded {recorded!r}")
+    return {"figures": {k: v["value"] for k, v in results.items()}, "changed": [str(f) for f in changed],
+            "stale": stale, "_quiet": True}
+
+
+def _add_results(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "results", "the notebooks' recorded figures; --update rewrites the README's and decks' quotes")
+    p.add_argument("--update", action="store_true", help="rewrite every <!--r:NN.name--> marker in README.md and slides/")
+    p.add_argument("--dir", default=None, help="the results folder (default: results/ in the repository)")
+    p.set_defaults(func=_cmd_results)
+
+
 def _cmd_rag(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
@@ -455,6 +483,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_notebooks,
     _add_figures,
     _add_map,
+    _add_results,
     _add_pretrain,
     _add_probe,
     _add_export_hf,

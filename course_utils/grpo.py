@@ -42,6 +42,7 @@ __all__ = [
     "rule_reward",
     "sample_group",
     "train_grpo",
+    "two_fact_tasks",
 ]
 
 
@@ -99,15 +100,47 @@ def fact_tasks(settings: Settings | None = None, n: int | None = None, seed: int
     return tasks[:n] if n else tasks
 
 
-def rule_reward(reply: str, answer: str, stopped: bool = True, max_words: int = 12) -> dict[str, float]:
+def two_fact_tasks(settings: Settings | None = None, n: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Two closed-book questions about the same fold-A entity in one message ("In which town was X
+    born? And which guild did X belong to?"): ``{"prompt", "answer": [value, value], "attribute"}``.
+    SFT taught each question alone, never a pair, so the SFT model often answers only one: room for
+    GRPO to learn to answer the whole question (:func:`rule_reward` gives half credit for one)."""
+    from course_utils.corpus import QUESTIONS, ref
+    from course_utils.data import world
+    from course_utils.supervised import SetsConfig, split_seen_facts
+
+    w = world(settings)
+    fold_a, _ = split_seen_facts(w, SetsConfig())
+    by_entity: dict[str, list] = {}
+    for f in fold_a:
+        by_entity.setdefault(f.entity_id, []).append(f)
+    rng = random.Random(seed)
+    tasks = []
+    for eid in sorted(by_entity):
+        facts = sorted(by_entity[eid], key=lambda f: f.attribute)
+        if len(facts) < 2:
+            continue
+        e = w.get(eid)
+        a, b = rng.sample(facts, 2)
+        qa = rng.choice(QUESTIONS[(e.kind, a.attribute)]).format(s=ref(e))
+        qb = rng.choice(QUESTIONS[(e.kind, b.attribute)]).format(s=ref(e))
+        tasks.append({"prompt": [{"role": "user", "content": f"{qa} And {qb[0].lower()}{qb[1:]}"}],
+                      "answer": [a.value, b.value], "attribute": f"{a.attribute}+{b.attribute}"})
+    rng.shuffle(tasks)
+    return tasks[:n] if n else tasks
+
+
+def rule_reward(reply: str, answer: str | list[str], stopped: bool = True, max_words: int = 12) -> dict[str, float]:
     """The rule: ``correct`` = 1 when the gold value is in the reply (whole words, any case);
-    ``short`` = 1 when the reply closed its turn within ``max_words`` words.
+    with several values (``answer`` a list), the share of them in the reply. ``short`` = 1 when
+    the reply closed its turn within ``max_words`` words.
     ``reward = correct * (1 + 0.5 * short)``: brevity earns a bonus only on a right answer.
     (With ``correct + 0.5 * short`` a short *wrong* answer earns 0.5, and GRPO learns to be
     short rather than right: reward hacking, measured in notebook 06's first version.)"""
     from course_utils.metrics import contains_answer  # the harness's "answer contained" (notebook 10)
 
-    correct = contains_answer(reply, answer)
+    golds = [answer] if isinstance(answer, str) else list(answer)
+    correct = sum(contains_answer(reply, g) for g in golds) / len(golds)
     words = len(reply.split())
     short = float(stopped and words <= max_words)
     return {"reward": correct * (1.0 + 0.5 * short), "correct": correct, "short": short, "words": float(words)}

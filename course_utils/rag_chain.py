@@ -42,8 +42,11 @@ __all__ = [
     "PROMPT_TEMPLATE",
     "answer_questions",
     "ask",
+    "chat_text",
     "cite",
+    "clean_reply",
     "closed_book_chain",
+    "context_length",
     "fit_passages",
     "hf_embeddings",
     "langchain_vectorstore",
@@ -120,19 +123,21 @@ def load_llm(model: Any, tokenizer: Any = None, *, max_new_tokens: int = 48, bat
     return HuggingFacePipeline(pipeline=pipe, batch_size=batch_size)
 
 
-def _context_length(llm) -> int:
+def context_length(llm) -> int:
+    """The context window of the pipeline's model, in tokens."""
     cfg = llm.pipeline.model.config
     return int(getattr(cfg, "max_position_embeddings", None) or 2048)
 
 
-def _chat_text(llm, user: str) -> str:
+def chat_text(llm, user: str) -> str:
     """``user`` wrapped in the model's chat template, ready for the assistant's reply."""
     tok = llm.pipeline.tokenizer  # the pipeline tokenizes text: a "<|end|>" in a page must not end the turn
     user = escape_special_tokens(user, tok)
     return tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
 
 
-def _clean_reply(text: str) -> str:
+def clean_reply(text: str) -> str:
+    """The reply up to the end of the assistant turn, without end-of-text marks."""
     return text.split(END_OF_TURN)[0].replace("<|endoftext|>", "").strip()
 
 
@@ -153,14 +158,14 @@ def rag_chain(retriever: Runnable, llm, *, max_new_tokens: int = 48) -> Runnable
     from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
     prompt = PromptTemplate.from_template(PROMPT_TEMPLATE)
-    tok, ctx = llm.pipeline.tokenizer, _context_length(llm)
+    tok, ctx = llm.pipeline.tokenizer, context_length(llm)
 
     def context_of(x: dict) -> str:
         return " ".join(fit_passages([d.page_content for d in x["docs"]], x["question"], tok, ctx, max_new_tokens))
 
     fill = RunnableLambda(lambda x: {"context": x["context"], "question": x["question"]})
-    to_chat = RunnableLambda(lambda p: _chat_text(llm, p.to_string()))
-    answer = fill | prompt | to_chat | llm | StrOutputParser() | RunnableLambda(_clean_reply)
+    to_chat = RunnableLambda(lambda p: chat_text(llm, p.to_string()))
+    answer = fill | prompt | to_chat | llm | StrOutputParser() | RunnableLambda(clean_reply)
 
     def with_citations(x: dict) -> dict:
         passages = [{"id": d.metadata.get("id"), "text": d.page_content} for d in x["docs"]]
@@ -176,7 +181,7 @@ def closed_book_chain(llm) -> Runnable:
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.runnables import RunnableLambda
 
-    return RunnableLambda(lambda q: _chat_text(llm, q)) | llm | StrOutputParser() | RunnableLambda(_clean_reply)
+    return RunnableLambda(lambda q: chat_text(llm, q)) | llm | StrOutputParser() | RunnableLambda(clean_reply)
 
 
 def _index_retriever(index: RagIndex, k: int, method: str) -> Runnable:

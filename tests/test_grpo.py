@@ -28,6 +28,34 @@ def test_rule_reward():
     assert short_wrong["short"] == 1.0 and short_wrong["reward"] == 0.0  # no bonus for a short wrong answer
 
 
+def test_rule_reward_with_two_answers_gives_half_credit_for_one():
+    both = grpo.rule_reward("Anna was born in Vessary and was a baker.", ["Vessary", "baker"], max_words=20)
+    one = grpo.rule_reward("Anna was born in Vessary.", ["Vessary", "baker"], max_words=20)
+    assert both["correct"] == 1.0 and both["reward"] == 1.5
+    assert one["correct"] == 0.5 and one["reward"] == 0.75
+
+
+def test_two_fact_tasks_ask_two_facts_of_one_entity_taught_in_sft():
+    from course_utils.corpus import ref
+    from course_utils.data import world
+    from course_utils.supervised import SetsConfig, split_seen_facts
+
+    w = world()
+    fold_a, _ = split_seen_facts(w, SetsConfig())
+    taught: dict[str, dict[str, str]] = {}
+    for f in fold_a:
+        taught.setdefault(f.entity_id, {})[f.attribute] = f.value
+    tasks = grpo.two_fact_tasks(n=12, seed=3)
+    assert len(tasks) == 12 and tasks == grpo.two_fact_tasks(n=12, seed=3)  # deterministic
+    for t in tasks:
+        q = t["prompt"][0]["content"]
+        assert len(t["answer"]) == 2 and q.count("?") == 2 and " And " in q
+        attrs = t["attribute"].split("+")
+        owners = [eid for eid, facts in taught.items() if ref(w.get(eid)) in q
+                  and all(facts.get(a) == v for a, v in zip(attrs, t["answer"]))]
+        assert owners, t  # one entity named in the question, both answers its fold-A (SFT-taught) facts
+
+
 def test_group_advantages():
     r = torch.tensor([[0.0, 1.0, 1.0, 2.0], [1.5, 1.5, 1.5, 1.5]])
     a = grpo.group_advantages(r)
