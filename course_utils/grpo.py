@@ -8,10 +8,12 @@ per prompt and uses each answer's reward minus the group's mean, divided by the 
 standard deviation, as its advantage. Everything else is PPO's clipped objective.
 
 The task here needs no reward model: the policy answers questions about facts of the
-world, and :func:`rule_reward` checks the answer with a rule (the right value from
-``world.json`` is in the reply, and the reply is short and closes its turn).
+world, and :func:`rule_reward` checks the answer with a rule (the right values from
+``world.json`` are in the reply, and the reply is short and closes its turn).
 
-- :func:`fact_tasks`: prompts with their gold values (SFT fold A: facts the SFT model was taught);
+- :func:`two_fact_tasks`: two questions about one entity in one message (notebook 06's task: SFT
+  taught each question alone, so the SFT model answers one and leaves room to learn);
+  :func:`fact_tasks`: one question each (SFT fold A: facts the SFT model was taught);
 - :func:`rule_reward`, :func:`group_advantages`, :func:`grpo_loss`: the three ideas;
 - :func:`train_grpo`: the loop (sample a group, score, advantages, a few clipped steps);
 - :func:`plot_grpo`: reward, correctness, length and KL over steps.
@@ -54,12 +56,12 @@ class GRPOConfig:
     prompts_per_step: int = 8  # prompts per step
     group_size: int = 8  # answers sampled per prompt (the group that normalises the reward)
     inner_epochs: int = 2  # gradient steps on each batch of samples (the ratio moves from 1 after the first)
-    max_new_tokens: int = 24  # longest sampled answer, in tokens
+    max_new_tokens: int = 32  # longest sampled answer, in tokens (two facts fit)
     temperature: float = 1.0  # sampling temperature
-    lr: float = 5e-5  # AdamW learning rate
+    lr: float = 1e-4  # AdamW learning rate
     clip_eps: float = 0.2  # PPO clipping: the ratio pi/pi_old counts only within [1 - eps, 1 + eps]
     kl_coef: float = 0.1  # weight of the KL penalty towards the reference
-    max_words: int = 12  # answers longer than this lose the length part of the reward
+    max_words: int = 20  # answers longer than this lose the length part of the reward (two facts in a sentence)
     seed: int = 1234  # prompt order and sampling
 
 
