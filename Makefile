@@ -22,7 +22,7 @@ STAMP := $(VENV)/.course-installed
 # Idle OpenMP threads sleep instead of spinning (a shared 2-core CPU thrashes otherwise).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup lab test test-unit test-notebooks course slides lock clean
+.PHONY: help setup lab test test-unit test-notebooks test-learner-short course slides lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -49,9 +49,10 @@ lab: setup ## set up, then start JupyterLab on notebooks/ (prints the URL with i
 	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) \
 	  $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
-test: setup ## set up, then run the unit tests and execute every notebook in fast mode
+test: setup ## set up, then run the unit tests, every notebook in fast mode, and the short ones in learner mode
 	$(MAKE) --no-print-directory test-unit
 	$(MAKE) --no-print-directory test-notebooks
+	$(MAKE) --no-print-directory test-learner-short
 
 test-unit: ## unit tests of course_utils, data, CLI, notebook shape and slides
 	COURSE_FAST=1 $(BIN)/pytest -q tests
@@ -63,8 +64,17 @@ test-notebooks: ## execute every notebook in fast mode with nbval, newest first,
 	COURSE_FAST=1 COURSE_CACHE=$$cache $(BIN)/pytest -q -p no:cacheprovider --nbval-lax \
 	  --nbval-current-env --nbval-cell-timeout=$(NB_CELL_TIMEOUT) $$(ls -r notebooks/[0-9][0-9]_*.ipynb)
 
-course: setup ## execute every notebook in learner mode: copies and a time/memory table in build/
+# Notebooks whose learner mode takes about two minutes or less run in learner mode too, in their own empty
+# cache; their figures go to that cache, never over the committed results/.
+test-learner-short: ## notebooks 00, 01 and 07 in learner mode, empty cache
+	@cache=$$(mktemp -d -t course-cache-XXXX); trap 'rm -rf "$$cache"' EXIT; \
+	COURSE_CACHE=$$cache COURSE_RESULTS=$$cache/results $(BIN)/course notebooks --out $$cache/build \
+	  notebooks/00_llmops_overview.ipynb notebooks/01_tokenization.ipynb notebooks/07_data_preparation.ipynb
+
+course: setup ## every notebook in learner mode (copies and a time/memory table in build/), then refresh the README's and decks' figures
 	$(BIN)/course notebooks --out build
+	$(BIN)/course results --update
+	$(BIN)/course figures build/notebooks/[0-9][0-9]_*.ipynb --out slides/img
 
 slides: ## build the Marp decks in slides/ to HTML in build/slides/ (needs Node.js and npm)
 	@command -v npm >/dev/null || { echo "make slides needs Node.js and npm (https://nodejs.org)"; exit 1; }

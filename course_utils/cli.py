@@ -283,7 +283,9 @@ def _cmd_results(args: argparse.Namespace) -> dict[str, Any]:
     stale = {k: v for k, v in stale.items() if v}
     if not args.json:
         for key, fig in results.items():
-            print(f"{key:32s} {fig['text']:>14s}   ({fig['mode']}, {fig['measured']})")
+            text = fig["text"].strip()
+            shown = f"(a table of {text.count(chr(10)) - 1} rows)" if "\n" in text else text
+            print(f"{key:32s} {shown:>20s}   ({fig['mode']}, {fig['measured']})")
         for f in changed:
             print(f"updated {f.relative_to(repo_root())}")
         for name, rows in stale.items():

@@ -33,6 +33,7 @@ __all__ = [
     "fill",
     "format_figure",
     "load_results",
+    "markdown_table",
     "record_figures",
     "results_dir",
     "stale_markers",
@@ -73,6 +74,21 @@ def _machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores"
+
+
+def markdown_table(df: Any, floatfmt: str = ".3f") -> str:
+    """A DataFrame as a Markdown table for :func:`record_figures` (format ``"s"``): whole numbers with
+    thousands separators, other numbers with ``floatfmt``, the index as the first column."""
+    import numbers
+
+    def cell(v: Any) -> str:
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            return f"{v:,}"
+        if isinstance(v, numbers.Real) and not isinstance(v, bool):
+            return format(v, floatfmt)
+        return str(v)
+
+    return df.map(cell).to_markdown(disable_numparse=True)
 
 
 def record_figures(notebook: str, figures: dict[str, tuple[Any, str]], settings: Settings | None = None,

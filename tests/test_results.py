@@ -10,6 +10,7 @@ import pytest
 from course_utils.results import (
     fill,
     format_figure,
+    markdown_table,
     load_results,
     record_figures,
     results_dir,
@@ -94,3 +95,24 @@ def test_every_recorded_file_names_its_notebook():
         assert re.fullmatch(r"\d\d", doc["notebook"]) and path.stem == doc["notebook"]
         assert doc["mode"] == "learner", f"{path.name} holds {doc['mode']}-mode figures"
         assert list((repo_root() / "notebooks").glob(f"{doc['notebook']}_*.ipynb")), path.name
+
+
+def test_markdown_table_formats_whole_numbers_and_decimals():
+    import pandas as pd
+
+    md = markdown_table(pd.DataFrame({"chars": [729415, 12], "share": [0.71234, 0.5]}, index=["raw", "clean"]))
+    assert "729,415" in md and "0.712" in md and "0.500" in md and "raw" in md and "e+" not in md
+
+
+def test_notebook_prose_quotes_no_measured_figure():
+    """A notebook's prose refers to the cell that measured a figure ("the table above") instead of typing it."""
+    import json as _json
+
+    typed = {}
+    for path in sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for i, cell in enumerate(_json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "markdown":
+                text = "".join(cell["source"]).split("## Exercises")[0]  # solutions show their own numbers
+                if unmarked_figures(text):
+                    typed[f"{path.name} cell {i}"] = unmarked_figures(text)
+    assert not typed, typed

@@ -49,3 +49,19 @@ def test_decks_build_to_html(tmp_path):
         html = out / f"{nb.stem}.html"
         assert html.exists(), f"no HTML for {nb.stem}: {proc.stderr}"
         assert html.stat().st_size > 10_000 and "<section" in html.read_text()
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_each_deck_lists_its_exercises(nb):
+    import json
+
+    cells = json.loads(nb.read_text())["cells"]
+    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    if "## Exercises" not in text:
+        pytest.skip(f"{nb.name} has no exercises")
+    exercises = re.findall(r"^\d+\. ", text.split("## Exercises", 1)[1].split("<details>", 1)[0], re.M)
+    deck = (ROOT / "slides" / f"{nb.stem}.md").read_text()
+    listed = deck.split("Exercises", 1)[1] if "Exercises" in deck else ""
+    assert listed, f"{nb.stem}: the deck should list the notebook's exercises"
+    items = re.findall(r"^\d+\. ", listed, re.M) or [x for x in listed.split("\n", 2)[0].split(" · ") if x.strip()]
+    assert len(items) >= len(exercises), f"{nb.stem}: {len(exercises)} exercises in the notebook, {len(items)} in the deck"
