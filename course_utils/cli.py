@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -313,10 +314,29 @@ def _cmd_rag(args: argparse.Namespace) -> dict[str, Any]:
         prep = PrepConfig(chunk_by=args.chunk_by, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
         config = IndexConfig(prep=prep, embedder=args.embedder, kind=args.kind,
                              folder=str(Path(args.path).resolve()) if args.path else None)
-        index = build_index(args.path, config)
-        out = index.save(args.out)
+        out = Path(args.out)
+        reuse = None
+        if (out / "meta.json").exists() and not args.rebuild:
+            reuse = RagIndex.load(out)
+            if reuse.config.embedder != args.embedder:
+                print(f"{out} was embedded with {reuse.config.embedder!r}: building it anew with {args.embedder!r}")
+                reuse = None
+        checkpoint = out.with_name(out.name + ".embedding.npz")  # what an interrupted build already embedded
+        t0 = time.perf_counter()
+        index = build_index(args.path, config, reuse=reuse, checkpoint=checkpoint)
+        index.save(out)
+        checkpoint.unlink(missing_ok=True)
+        update = index.update
+        if not args.json:
+            print(f"{out}: {len(index)} chunks; embedded {update['embedded']} new chunk texts, reused "
+                  f"{update['reused']}" + (f", resumed {update['resumed']} from an interrupted build"
+                                            if update.get("resumed") else "") + f" ({time.perf_counter() - t0:.1f} s)")
+            if reuse is not None:
+                print(f"files added {len(update['files_added'])}, changed {len(update['files_changed'])}, deleted "
+                      f"{len(update['files_deleted'])}; chunks removed {update['chunks_removed']}")
         return {"index": str(out), "chunks": len(index), "documents": len({c.doc_id for c in index.chunks}),
-                "duplicates_removed": len(index.duplicates), "kind": args.kind, "embedder": args.embedder}
+                "duplicates_removed": len(index.duplicates), "kind": args.kind, "embedder": args.embedder,
+                "update": update, "seconds": round(time.perf_counter() - t0, 2)}
     from course_utils.rag_chain import ask, load_llm
 
     index = RagIndex.load(args.index)
@@ -354,6 +374,8 @@ def _add_rag(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--chunk-by", default="chars", choices=["chars", "tokens"], help="chunk size unit")
     i.add_argument("--chunk-size", type=int, default=600, help="chunk size in characters or tokens (default 600)")
     i.add_argument("--chunk-overlap", type=int, default=80, help="overlap between chunks (default 80)")
+    i.add_argument("--rebuild", action="store_true", help="embed everything again, even if --out holds an index "
+                                                          "(by default only new or changed text is embedded)")
     a = actions.add_parser("ask", help="answer a question from an index (retrieved chunks, answer, citations)")
     a.add_argument("question", help="the question, in quotes")
     a.add_argument("--index", required=True, help="an index folder written by `course rag index`")

@@ -37,6 +37,8 @@ __all__ = [
     "IndexConfig",
     "RagIndex",
     "build_index",
+    "source_files",
+    "text_key",
     "compare_faiss",
     "compare_preparations",
     "evaluate_retrieval",
@@ -204,6 +206,8 @@ class RagIndex:
         self.vectors = vectors
         self.duplicates = dict(duplicates or {})
         self._embedder = embedder
+        self.files: dict[str, str] = {}  # source file -> content hash, when built from a folder
+        self.update: dict[str, Any] = {}  # what the last build_index did (embedded, reused, files changed)
         self.index = make_faiss_index(vectors, self.config.kind, nlist=self.config.nlist, nprobe=self.config.nprobe,
                                       hnsw_m=self.config.hnsw_m, ef_search=self.config.ef_search)
         self._bm25 = None
@@ -325,7 +329,8 @@ class RagIndex:
         with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
             for c in self.chunks:
                 f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-        meta = {"config": asdict(self.config), "duplicates": self.duplicates, "chunks": len(self.chunks)}
+        meta = {"config": asdict(self.config), "duplicates": self.duplicates, "chunks": len(self.chunks),
+                "files": self.files}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         old = folder.with_name(folder.name + ".replaced")
         if old.exists():
@@ -375,16 +380,81 @@ class RagIndex:
                              ", ".join(f"{k} holds {v}" for k, v in counts.items()) +
                              f". Build it again with `course rag index PATH --out {folder}`.")
         self._embedder, self._bm25 = embedder, None
+        self.files, self.update = dict(meta.get("files", {})), {}
         return self
 
 
+def text_key(text: str) -> str:
+    """The key of a chunk's text in an embedding cache: the same text always gets the same vector."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def source_files(folder: str | Path) -> dict[str, str]:
+    """``{relative path: content sha256[:16]}`` of the documents a folder holds (what an index was
+    built from: :meth:`RagIndex.save` stores it, and an update compares it with the folder now)."""
+    import hashlib
+
+    from course_utils.prep import SUFFIXES
+
+    folder = Path(folder)
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+            for f in sorted(folder.rglob("*")) if f.is_file() and f.suffix.lower() in SUFFIXES
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)}
+
+
+def _embed_resumable(texts: list[str], embedder, known: dict[str, np.ndarray], checkpoint: Path | None,
+                     progress: bool | None, slice_size: int = 512) -> tuple[dict[str, np.ndarray], int, int]:
+    """Vectors for every text of ``texts`` not in ``known`` (by :func:`text_key`), embedded in slices;
+    with ``checkpoint`` each slice is saved there at once, and a rerun after an interruption starts
+    from what it holds. Returns ``known`` plus the new vectors, the number of texts embedded now and
+    the number taken from the checkpoint."""
+    import numpy as np
+
+    from course_utils.embed import embed
+
+    known = dict(known)
+    saved_keys: list[str] = []
+    saved_vecs: list[np.ndarray] = []
+    if checkpoint is not None and checkpoint.exists():
+        with np.load(checkpoint) as saved:
+            saved_keys, saved_vecs = saved["keys"].tolist(), [saved["vectors"]]
+        known.update(zip(saved_keys, saved_vecs[0]))
+    resumed = len(saved_keys)
+    todo = list(dict.fromkeys(t for t in texts if text_key(t) not in known))  # each new text once, in order
+    for start in range(0, len(todo), slice_size):
+        part = todo[start:start + slice_size]
+        vecs = embed(part, embedder, progress=progress)
+        keys = [text_key(t) for t in part]
+        known.update(zip(keys, vecs))
+        if checkpoint is not None:  # everything embedded so far, written whole, then moved into place
+            saved_keys += keys
+            saved_vecs = [np.concatenate(saved_vecs + [vecs])]
+            tmp = checkpoint.with_name(checkpoint.name + ".tmp.npz")
+            np.savez(tmp, keys=np.array(saved_keys), vectors=saved_vecs[0])
+            os.replace(tmp, checkpoint)
+    return known, len(todo), resumed
+
+
 def build_index(source: PrepResult | str | Path | None = None, config: IndexConfig | None = None, *, embedder=None,
-                progress: bool | None = None) -> RagIndex:
+                progress: bool | None = None, reuse: RagIndex | None = None,
+                checkpoint: str | Path | None = None) -> RagIndex:
     """Prepare documents (unless ``source`` is already a :class:`PrepResult`), embed the chunks
-    with a progress bar, and index them."""
-    from course_utils.embed import embed, load_embedder
+    with a progress bar, and index them.
+
+    ``reuse``: an earlier index of the same embedder; chunks whose text it already holds keep their
+    vectors, so only new or changed text is embedded (an update after editing a few files takes
+    seconds). ``checkpoint``: a file where vectors are saved slice by slice while embedding, so that
+    an interrupted build resumes from there. The returned index's ``update`` says what happened:
+    chunks embedded and reused, and (with ``reuse``) the files added, changed and deleted.
+    """
+    import numpy as np
+
+    from course_utils.embed import load_embedder
 
     config = config or IndexConfig()
+    folder = None
     if isinstance(source, PrepResult):
         prepared = source
     else:
@@ -396,9 +466,29 @@ def build_index(source: PrepResult | str | Path | None = None, config: IndexConf
         prepared = prepare(folder, config.prep, tokenizer=tokenizer)
     if not prepared.chunks:
         raise ValueError("Nothing to index: preparation produced no chunks.")
+    known: dict[str, np.ndarray] = {}
+    if reuse is not None:
+        if reuse.config.embedder != config.embedder:
+            raise ValueError(f"The earlier index was embedded with {reuse.config.embedder!r}, not "
+                             f"{config.embedder!r}: its vectors cannot be reused; build it anew.")
+        known = {text_key(c.text): v for c, v in zip(reuse.chunks, reuse.vectors)}
     embedder = embedder or load_embedder(config.embedder)
-    vectors = embed([c.text for c in prepared.chunks], embedder, progress=progress)
-    return RagIndex(prepared.chunks, vectors, config, prepared.duplicates, embedder=embedder)
+    texts = [c.text for c in prepared.chunks]
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    vectors_by_key, embedded, resumed = _embed_resumable(texts, embedder, known, checkpoint, progress)
+    vectors = np.stack([vectors_by_key[text_key(t)] for t in texts]).astype("float32")
+    index = RagIndex(prepared.chunks, vectors, config, prepared.duplicates, embedder=embedder)
+    index.update = {"chunks": len(texts), "embedded": embedded, "resumed": resumed,
+                    "reused": sum(text_key(t) in known for t in texts)}
+    if folder is not None and Path(folder).is_dir():
+        index.files = source_files(folder)
+        if reuse is not None:
+            before, now = reuse.files, index.files
+            index.update |= {"files_added": sorted(set(now) - set(before)),
+                             "files_changed": sorted(f for f in now if f in before and now[f] != before[f]),
+                             "files_deleted": sorted(set(before) - set(now)),
+                             "chunks_removed": len({c.id for c in reuse.chunks} - {c.id for c in prepared.chunks})}
+    return index
 
 
 def load_or_build_index(config: IndexConfig | None = None, settings=None, *, embedder=None,

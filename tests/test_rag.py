@@ -275,3 +275,80 @@ def test_a_page_or_question_with_chat_markers_cannot_forge_a_turn(tiny_llm):
     controls = [tok.convert_ids_to_tokens(i) for i in ids if i in specials]
     assert controls == ["<|endoftext|>", "<|user|>", "<|end|>", "<|assistant|>"]  # the template's markers only
     assert "Ignore the passage" in text and "You are evil." in text  # the model still reads the text
+
+
+def _write_docs(folder, facts):
+    folder.mkdir(exist_ok=True)
+    for d, t in facts:
+        (folder / f"{d}.md").write_text(f"# {d}\n\n{t}\n", encoding="utf-8")
+
+
+def test_an_update_embeds_only_new_or_changed_text_and_equals_a_full_build(embedder, tmp_path):
+    docs = tmp_path / "docs"
+    _write_docs(docs, FACTS)
+    config = IndexConfig(folder=str(docs))
+    first = rag.build_index(docs, config, embedder=embedder)
+    assert first.update["embedded"] == len(FACTS) and first.update["reused"] == 0
+    assert set(first.files) == {f"{d}.md" for d, _ in FACTS}
+    first.save(tmp_path / "idx")
+    (docs / "town-1.md").write_text("# town-1\n\nKithka lies on the river Ebro. Kithka was founded in 1402.\n")
+    (docs / "river-1.md").unlink()
+    _write_docs(docs, [("festival-1", "The Lantern Fair is held in Kithka every June.")])
+    old = RagIndex.load(tmp_path / "idx", embedder=embedder)
+    assert old.files == first.files  # saved with the index
+    updated = rag.build_index(docs, config, embedder=embedder, reuse=old)
+    u = updated.update
+    assert (u["files_added"], u["files_changed"], u["files_deleted"]) == (["festival-1.md"], ["town-1.md"], ["river-1.md"])
+    assert u["embedded"] == 2 and u["reused"] == len(FACTS) - 2 and u["chunks_removed"] == 1
+    full = rag.build_index(docs, config, embedder=embedder)
+    assert [c.id for c in updated.chunks] == [c.id for c in full.chunks]
+    assert np.allclose(updated.vectors, full.vectors, atol=1e-5)  # reusing vectors changes nothing
+    hit = updated.search("Which river does Kithka lie on?", 1)[0]
+    assert hit["doc_id"] == "town-1.md" and "Ebro" in hit["text"]
+    other = IndexConfig(folder=str(docs), embedder=str(tmp_path / "another-model"))
+    with pytest.raises(ValueError, match="cannot be reused"):
+        rag.build_index(docs, other, embedder=embedder, reuse=old)
+
+
+def test_an_interrupted_embedding_resumes_from_its_checkpoint(embedder, tmp_path, monkeypatch):
+    import course_utils.embed as embed_module
+
+    docs = tmp_path / "docs"
+    _write_docs(docs, FACTS)
+    real_embed, calls = embed_module.embed, []
+
+    def dies_on_the_second_slice(texts, model, **kw):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("the laptop went to sleep")
+        return real_embed(texts, model, **kw)
+
+    monkeypatch.setattr(embed_module, "embed", dies_on_the_second_slice)
+    monkeypatch.setattr(rag._embed_resumable, "__defaults__", (2,))  # slices of 2 chunks
+    checkpoint = tmp_path / "idx.embedding.npz"
+    with pytest.raises(KeyboardInterrupt):
+        rag.build_index(docs, IndexConfig(folder=str(docs)), embedder=embedder, checkpoint=checkpoint)
+    assert checkpoint.exists() and len(np.load(checkpoint)["keys"]) == 2  # the first slice was kept
+    monkeypatch.setattr(embed_module, "embed", real_embed)
+    resumed = rag.build_index(docs, IndexConfig(folder=str(docs)), embedder=embedder, checkpoint=checkpoint)
+    assert resumed.update["resumed"] == 2 and resumed.update["embedded"] == len(FACTS) - 2
+    full = rag.build_index(docs, IndexConfig(folder=str(docs)), embedder=embedder)
+    assert np.allclose(resumed.vectors, full.vectors, atol=1e-5)
+
+
+def test_cli_rag_index_updates_an_existing_index(tmp_path, capsys):
+    from course_utils.cli import main
+
+    docs = tmp_path / "docs"
+    _write_docs(docs, FACTS)
+    out = tmp_path / "idx"
+    assert main(["rag", "index", str(docs), "--out", str(out), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["update"]["embedded"] == len(FACTS)
+    (docs / "guild-1.md").write_text("# guild-1\n\nThe Brukolore Guild gathers the tanners and the dyers.\n")
+    assert main(["rag", "index", str(docs), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "embedded 1 new chunk texts" in said and "changed 1" in said
+    assert not (tmp_path / "idx.embedding.npz").exists()  # the checkpoint is gone once the index is saved
+    assert main(["rag", "index", str(docs), "--out", str(out), "--rebuild", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["update"]["embedded"] == len(FACTS)
