@@ -56,3 +56,14 @@ def test_base_models_table_reads_its_rows():
                      "n_numbers": 24}}
     assert ("| m | 'Ġ183' '8' | 65% / 50% | 25% / 20% (of 24) | 90% / 80% | 80% | 0.520 | 0.1000 | 15.0 min |"
             in table({"m": row}))
+
+
+def test_embed_throughput_rows(tmp_path):
+    from benchmarks.embed_throughput import run
+
+    for i, text in enumerate(["Kithka lies on the Bemfal.", "The Brukolore Guild gathers the tanners.",
+                              "Article 1: every trader shall sell by the measures of the town hall."]):
+        (tmp_path / f"d{i}.md").write_text(f"# d{i}\n\n{text}\n")
+    rows = run(["fp32-2", "bf16-2"], folder=str(tmp_path))
+    assert [r["setting"] for r in rows] == ["fp32-2", "bf16-2"] and rows[0]["speedup"] == 1.0
+    assert all(r["chunks"] == 3 and r["chunks_per_s"] > 0 and "recall@5" not in r for r in rows)
