@@ -74,13 +74,15 @@ class GRPORun:
     seconds: float  # wall time of the loop
 
     def summary(self) -> dict[str, Any]:
-        """First and last steps' figures and the wall time."""
+        """First and last quarters' mean reward, the KL of the last step and the last quarter's mean KL
+        (a single step's KL is noisy), and the wall time."""
         h = self.history
         k = max(1, len(h) // 4)
         first = sum(r["reward"] for r in h[:k]) / k if h else float("nan")
         last = sum(r["reward"] for r in h[-k:]) / k if h else float("nan")
+        kl_last = sum(r["kl"] for r in h[-k:]) / k if h else float("nan")
         return {"steps": len(h), "reward_first_quarter": first, "reward_last_quarter": last,
-                "seconds": self.seconds, "final_kl": h[-1]["kl"] if h else None}
+                "seconds": self.seconds, "final_kl": h[-1]["kl"] if h else None, "kl_last_quarter": kl_last}
 
 
 # ---------------------------------------------------------------------- the task and its rule
