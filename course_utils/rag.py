@@ -239,7 +239,9 @@ class RagIndex:
     def embed_queries(self, queries: list[str]) -> np.ndarray:
         from course_utils.embed import embed
 
-        return embed(list(queries), self.embedder, progress=False)
+        # Queries are few: fp32, the way LangChain's HuggingFaceEmbeddings embeds them, so both stores rank
+        # alike; documents are many, and are embedded in whatever precision is fastest here (embed's "auto").
+        return embed(list(queries), self.embedder, progress=False, precision="fp32")
 
     def _hit(self, i: int, score: float, rank: int) -> dict[str, Any]:
         c = self.chunks[i]

@@ -352,3 +352,16 @@ def test_cli_rag_index_updates_an_existing_index(tmp_path, capsys):
     assert not (tmp_path / "idx.embedding.npz").exists()  # the checkpoint is gone once the index is saved
     assert main(["rag", "index", str(docs), "--out", str(out), "--rebuild", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["update"]["embedded"] == len(FACTS)
+
+
+def test_embed_precisions_agree(embedder):
+    from course_utils.embed import embed
+
+    texts = [t for _, t in FACTS]
+    fp32, bf16, auto = (embed(texts, embedder, precision=p) for p in ("fp32", "bf16", "auto"))
+    assert fp32.dtype == bf16.dtype == np.float32
+    assert np.allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
+    assert (fp32 * bf16).sum(axis=1).min() > 0.999  # bf16 compute, nearly the same direction
+    assert np.array_equal(auto, fp32) or np.array_equal(auto, bf16)  # auto picks one of the two
+    with pytest.raises(ValueError, match="precision"):
+        embed(texts, embedder, precision="fp8")
