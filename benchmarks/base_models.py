@@ -8,6 +8,7 @@ validation loss per token and per byte of validation text (models with different
 per byte), how the tokenizer cuts a year, and the build's wall time.
 
     python -m benchmarks.base_models --models old=artifacts/base-model/e0e201e8ef74,new=artifacts/base-model/KEY
+    python -m benchmarks.base_models --build course_recall01 --results build/recall01.json   # build, then measure
 
 Measured 2026-12-02 on 2-core AMD EPYCs (AVX512-BF16), base models built one at a time by
 ``load_or_build_base_model`` (learner preset, 1,500 steps of 16 rows x 256 tokens). Probes by generation
@@ -98,6 +99,43 @@ def measure(path: str, n: int = 60, seed: int = 2024) -> dict[str, Any]:
     return out
 
 
+#: The variants of the table above: ``(number-keeps-its-space tokenizer, early drill rows, recall share)``.
+VARIANTS: dict[str, tuple[bool, bool, float]] = {
+    "gpt4_8x8": (False, False, 0.0),  # the course's learner preset
+    "course_8x8": (True, False, 0.0),
+    "course_early12": (True, True, 0.0),
+    "course_recall": (True, True, 0.5),
+    "course_recall01": (True, True, 0.1),
+}
+
+
+def build(name: str) -> Path:
+    """Build (or load from the cache) the base model of variant ``name`` with ``load_or_build_base_model``.
+
+    The tokenizer and drill settings are the defaults of ``TokenizerConfig`` and ``DrillConfig``, which the
+    course's builders read when they run; a variant replaces those defaults in this process only (the
+    artifact keys include them, so each variant is cached apart)."""
+    import dataclasses
+
+    import course_utils.drills as drills
+    import course_utils.tokenizer as tokenizer
+    from course_utils import bpe
+    from course_utils.pretrain import load_or_build_base_model
+
+    if name not in VARIANTS:
+        raise SystemExit(f"Unknown variant {name!r}: choose one of {', '.join(VARIANTS)}.")
+    spaced, early, recall = VARIANTS[name]
+    if spaced:
+        tokenizer.TokenizerConfig = dataclasses.make_dataclass(
+            "TokenizerConfig", [("pattern", str, dataclasses.field(default=bpe.SPACED_NUMBERS_PATTERN))],
+            bases=(tokenizer.TokenizerConfig,))
+    if recall:
+        drills.DrillConfig = dataclasses.make_dataclass(
+            "DrillConfig", [("recall", float, dataclasses.field(default=recall))], bases=(drills.DrillConfig,))
+    overrides = {"early_drill_rows": 12, "early_frac": 0.5, "decay_drill_rows": 4} if early else {}
+    return load_or_build_base_model(**overrides)
+
+
 def table(results: dict[str, Any]) -> str:
     """The Markdown table of :func:`measure` results, one row per model."""
     rows = ["| model | \" 1838\" as tokens | reading fresh / world | numbers fresh / world | words fresh / world "
@@ -118,10 +156,15 @@ def table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", required=True, help="comma-separated label=PATH of transformers model folders")
+    ap.add_argument("--models", default=None, help="comma-separated label=PATH of transformers model folders")
+    ap.add_argument("--build", default=None, help=f"build one variant and measure it ({', '.join(VARIANTS)})")
     ap.add_argument("--n", type=int, default=60, help="passages per name kind")
     ap.add_argument("--results", default="benchmarks/results/base_models.json", help="where the figures go")
     args = ap.parse_args(argv)
+    if args.build:
+        args.models = f"{args.build}={build(args.build)}"
+    if not args.models:
+        raise SystemExit("Give --models label=PATH,... or --build VARIANT.")
     pairs = [m.split("=", 1) for m in args.models.split(",")]
     if any(len(p) != 2 for p in pairs):
         raise SystemExit("--models takes label=PATH pairs separated by commas.")
