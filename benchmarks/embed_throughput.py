@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 
 def run(settings: list[str], folder: str | None = None, repeats: int = 1) -> list[dict]:
