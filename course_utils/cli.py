@@ -284,8 +284,8 @@ def _cmd_results(args: argparse.Namespace) -> dict[str, Any]:
     stale = {k: v for k, v in stale.items() if v}
     if not args.json:
         for key, fig in results.items():
-            text = fig["text"].strip()
-            shown = f"(a table of {text.count(chr(10)) - 1} rows)" if "\n" in text else text
+            lines = fig["text"].strip().splitlines()
+            shown = f"(a table of {len(lines) - 2} rows)" if len(lines) > 1 else fig["text"]
             print(f"{key:32s} {shown:>20s}   ({fig['mode']}, {fig['measured']})")
         for f in changed:
             print(f"updated {f.relative_to(repo_root())}")
@@ -331,7 +331,7 @@ def _cmd_rag(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{out}: {len(index)} chunks; embedded {update['embedded']} new chunk texts, reused "
                   f"{update['reused']}" + (f", resumed {update['resumed']} from an interrupted build"
                                             if update.get("resumed") else "") + f" ({time.perf_counter() - t0:.1f} s)")
-            if reuse is not None:
+            if "files_added" in update:
                 print(f"files added {len(update['files_added'])}, changed {len(update['files_changed'])}, deleted "
                       f"{len(update['files_deleted'])}; chunks removed {update['chunks_removed']}")
         return {"index": str(out), "chunks": len(index), "documents": len({c.doc_id for c in index.chunks}),

@@ -94,6 +94,4 @@ def embed(
             convert_to_numpy=True,
             show_progress_bar=show,
         )
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)  # unit length in float32, whatever the compute precision
+    return np.asarray(vectors, dtype=np.float32)  # unit length: encode normalises in float32, under autocast too

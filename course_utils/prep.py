@@ -44,6 +44,8 @@ __all__ = [
     "clean_plain_text",
     "cleanse",
     "deduplicate",
+    "document_files",
+    "document_folder",
     "jaccard",
     "minhash_signatures",
     "near_duplicate_pairs",
@@ -108,6 +110,26 @@ def _course_index(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def document_folder(folder: str | Path | None = None) -> Path:
+    """``folder`` as a path, or the course's document store (``<data>/documents``) when it is None."""
+    if folder is None:
+        from course_utils.settings import get_settings
+
+        return get_settings().data_dir / "documents"
+    return Path(folder).expanduser()
+
+
+def document_files(folder: str | Path | None = None) -> list[Path]:
+    """The files :func:`aggregate` considers, in name order: every file under ``folder``
+    (:func:`document_folder`) except hidden ones and the store's ``index.jsonl``; a file path is itself.
+    Those with a suffix outside :data:`SUFFIXES` are reported as skipped by :func:`aggregate`."""
+    folder = document_folder(folder)
+    if folder.is_file():
+        return [folder]
+    return [p for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "index.jsonl" and not p.name.startswith(".")]
+
+
 def aggregate(folder: str | Path | None = None, *, verbose: bool = True) -> tuple[list[Document], list[str]]:
     """Read every HTML/Markdown/text file under ``folder``: ``(documents, problems)``.
 
@@ -116,20 +138,13 @@ def aggregate(folder: str | Path | None = None, *, verbose: bool = True) -> tupl
     ``verbose``). A folder that does not exist, or holds no readable file, raises a
     ``FileNotFoundError`` / ``ValueError`` that says so.
     """
-    if folder is None:
-        from course_utils.settings import get_settings
-
-        folder = get_settings().data_dir / "documents"
-    folder = Path(folder).expanduser()
+    folder = document_folder(folder)
     if not folder.exists():
         raise FileNotFoundError(f"No such folder: {folder}. Give a folder of .html, .md or .txt files.")
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
     meta_by_path = _course_index(folder) if folder.is_dir() else {}
     docs: list[Document] = []
     problems: list[str] = []
-    for path in files:
-        if path.name == "index.jsonl" or path.name.startswith("."):
-            continue
+    for path in document_files(folder):
         fmt = SUFFIXES.get(path.suffix.lower())
         if fmt is None:
             problems.append(f"{path}: skipped, not HTML, Markdown or text (suffix {path.suffix or 'none'!r}).")

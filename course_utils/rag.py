@@ -393,17 +393,18 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def source_files(folder: str | Path) -> dict[str, str]:
-    """``{relative path: content sha256[:16]}`` of the documents a folder holds (what an index was
-    built from: :meth:`RagIndex.save` stores it, and an update compares it with the folder now)."""
+def source_files(folder: str | Path | None = None) -> dict[str, str]:
+    """``{path relative to folder: content sha256[:16]}`` of the documents a folder holds (default: the
+    course's store), the files :func:`course_utils.prep.aggregate` reads: what an index was built from.
+    :meth:`RagIndex.save` stores it, and an update compares it with the folder now."""
     import hashlib
 
-    from course_utils.prep import SUFFIXES
+    from course_utils.prep import SUFFIXES, document_files, document_folder
 
-    folder = Path(folder)
-    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-            for f in sorted(folder.rglob("*")) if f.is_file() and f.suffix.lower() in SUFFIXES
-            and not any(part.startswith(".") for part in f.relative_to(folder).parts)}
+    folder = document_folder(folder)
+    base = folder.parent if folder.is_file() else folder
+    return {f.relative_to(base).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+            for f in document_files(folder) if f.suffix.lower() in SUFFIXES}
 
 
 def _embed_resumable(texts: list[str], embedder, known: dict[str, np.ndarray], checkpoint: Path | None,
@@ -456,7 +457,6 @@ def build_index(source: PrepResult | str | Path | None = None, config: IndexConf
     from course_utils.embed import load_embedder
 
     config = config or IndexConfig()
-    folder = None
     if isinstance(source, PrepResult):
         prepared = source
     else:
@@ -478,11 +478,11 @@ def build_index(source: PrepResult | str | Path | None = None, config: IndexConf
     texts = [c.text for c in prepared.chunks]
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     vectors_by_key, embedded, resumed = _embed_resumable(texts, embedder, known, checkpoint, progress)
-    vectors = np.stack([vectors_by_key[text_key(t)] for t in texts]).astype("float32")
+    vectors = np.stack([vectors_by_key[text_key(t)] for t in texts])
     index = RagIndex(prepared.chunks, vectors, config, prepared.duplicates, embedder=embedder)
     index.update = {"chunks": len(texts), "embedded": embedded, "resumed": resumed,
                     "reused": sum(text_key(t) in known for t in texts)}
-    if folder is not None and Path(folder).is_dir():
+    if not isinstance(source, PrepResult):  # built from files: remember them, and say what an update changed
         index.files = source_files(folder)
         if reuse is not None:
             before, now = reuse.files, index.files

@@ -91,10 +91,9 @@ def markdown_table(df: Any, floatfmt: str = ".3f") -> str:
     return df.map(cell).to_markdown(disable_numparse=True)
 
 
-def record_figures(notebook: str, figures: dict[str, tuple[Any, str]], settings: Settings | None = None,
-           seconds: float | None = None) -> Path:
+def record_figures(notebook: str, figures: dict[str, tuple[Any, str]], settings: Settings | None = None) -> Path:
     """Write ``figures`` of ``notebook`` (``"06"``): ``{name: (value, format)}``, e.g.
-    ``{"win_rate": (0.52, ".0%")}``. ``seconds``: the notebook's run time so far. Returns the file."""
+    ``{"win_rate": (0.52, ".0%")}``. Returns the file."""
     if not re.fullmatch(r"\d\d", notebook):
         raise ValueError(f"notebook must be two digits such as '06', got {notebook!r}.")
     settings = settings or get_settings()
@@ -110,8 +109,7 @@ def record_figures(notebook: str, figures: dict[str, tuple[Any, str]], settings:
             value = value.item()
         out[name] = {"value": value, "format": fmt, "text": format_figure(value, fmt)}
     doc = {"notebook": notebook, "mode": settings.mode,
-           "measured": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"), "machine": _machine(),
-           "seconds": round(seconds, 1) if seconds is not None else None, "figures": out}
+           "measured": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"), "machine": _machine(), "figures": out}
     folder = results_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{notebook}.json"
