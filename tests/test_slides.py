@@ -1,9 +1,11 @@
-"""One Marp deck per notebook, 10-20 slides, and the decks build to HTML."""
+"""One Marp deck per notebook, 10-20 slides, the images they show exist, the diagrams are
+slides/diagrams.py's output, and the decks build to HTML."""
 
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +67,38 @@ def test_each_deck_lists_its_exercises(nb):
     assert listed, f"{nb.stem}: the deck should list the notebook's exercises"
     items = re.findall(r"^\d+\. ", listed, re.M) or [x for x in listed.split("\n", 2)[0].split(" · ") if x.strip()]
     assert len(items) >= len(exercises), f"{nb.stem}: {len(exercises)} exercises in the notebook, {len(items)} in the deck"
+
+
+def _images(text: str) -> list[str]:
+    """The local files a deck shows: Markdown images (Marp sizes them in the alt text) and HTML <img>."""
+    found = re.findall(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)", text) + re.findall(r"<img[^>]*\ssrc=[\"']([^\"']+)", text)
+    return [src for src in found if "://" not in src and not src.startswith("data:")]
+
+
+def test_every_image_a_deck_shows_exists():
+    shown = 0
+    for deck in sorted((ROOT / "slides").glob("*.md")):
+        for src in _images(deck.read_text()):
+            shown += 1
+            assert (deck.parent / src).is_file(), f"{deck.name} shows {src}, which does not exist"
+    assert shown, "no deck shows an image: is the image syntax still ![w:NNN](img/...)?"
+
+
+def test_every_diagram_is_shown_by_a_deck():
+    shown = {src for deck in (ROOT / "slides").glob("*.md") for src in _images(deck.read_text())}
+    for svg in sorted((ROOT / "slides" / "img").glob("diagram_*.svg")):
+        assert f"img/{svg.name}" in shown, f"no deck shows {svg.name}: remove it from slides/diagrams.py"
+
+
+def test_diagrams_are_the_scripts_output(tmp_path):
+    """The committed SVGs are exactly what `python slides/diagrams.py` draws (it writes the same bytes
+    every run): edit a diagram in the script, rerun it, commit both."""
+    proc = subprocess.run([sys.executable, str(ROOT / "slides" / "diagrams.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    made = {p.name: p.read_bytes() for p in tmp_path.glob("diagram_*.svg")}
+    committed = {p.name: p.read_bytes() for p in (ROOT / "slides" / "img").glob("diagram_*.svg")}
+    assert made, proc.stdout
+    assert sorted(made) == sorted(committed), "run `.venv/bin/python slides/diagrams.py` and commit slides/img/"
+    differ = [name for name in made if made[name] != committed[name]]
+    assert not differ, f"{differ} differ from the script's output: run `.venv/bin/python slides/diagrams.py`"
