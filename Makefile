@@ -76,7 +76,9 @@ course: setup ## every notebook in learner mode (copies and a time/memory table 
 	$(BIN)/course results --update
 	$(BIN)/course figures build/notebooks/[0-9][0-9]_*.ipynb --out slides/img
 
-slides: ## build the Marp decks in slides/ to HTML in build/slides/ (needs Node.js and npm)
+slides: ## redraw the decks' diagrams (slides/diagrams.py), then build the Marp decks to HTML in build/slides/ (needs Node.js and npm)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python slides/diagrams.py; \
+	else echo "[slides] no $(VENV) yet (make setup): keeping the committed diagrams in slides/img/"; fi
 	@command -v npm >/dev/null || { echo "make slides needs Node.js and npm (https://nodejs.org)"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	node_modules/.bin/marp --html --input-dir slides --output build/slides
