@@ -66,6 +66,8 @@ class DrillConfig:
     max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%; capped)
     # share of drills that also ask about a world fact the passage does not name (0: none; see recall_lines)
     recall: float = field(default=0.0, metadata={"key_if_set": True})
+    # share of one-off people born in a town of the world (a seen one) instead of an invented town
+    world_towns: float = field(default=0.0, metadata={"key_if_set": True})
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 
@@ -110,7 +112,8 @@ def recall_lines(world: World) -> list[tuple[str, str]]:
 
 
 def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None, max_entities: int = 3,
-                  recall: tuple[str, str] | None = None) -> str:
+                  recall: tuple[str, str] | None = None, towns: list[str] | None = None,
+                  world_towns: float = 0.0) -> str:
     """One reading drill about 1 to ``max_entities`` (at most 3) one-off entities named by ``forge``
     (see the module docstring).
 
@@ -118,13 +121,20 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
     ``(question, answer)`` about a world entity the passage does not name (:func:`recall_lines`),
     asked among the passage's questions (or its answer said among the restatements): the model
     learns to copy what the context holds and to remember what it does not, instead of copying
-    (or inventing) a name after every "was born in".
+    (or inventing) a name after every "was born in". ``towns``, ``world_towns``: a one-off person is
+    born in one of ``towns`` (the world's seen towns) with probability ``world_towns``, as the
+    world's unseen people are, so that the drills do not teach that an invented name follows
+    "was born in".
     """
     style = style or rng.choice(DRILL_STYLES)
     if style not in DRILL_STYLES:
         raise ValueError(f"Unknown drill style {style!r}: choose one of {', '.join(DRILL_STYLES)}.")
     k = min(max_entities, 1 if rng.random() < 0.5 else (2 if rng.random() < 0.7 else 3))
     xs = [fresh_entity(rng, forge) for _ in range(k)]
+    if towns and world_towns:
+        for x in xs:
+            if x.kind == "person" and rng.random() < world_towns:
+                x.facts["born_in"] = rng.choice(towns)
     # 2-5 facts asked about, each of a random entity of the drill
     asked = [(x, a) for x in xs for a in x.facts]
     rng.shuffle(asked)
@@ -165,12 +175,13 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
 
 
 def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] | None = None,
-                    recall: list[tuple[str, str]] | None = None) -> list[str]:
+                    recall: list[tuple[str, str]] | None = None, towns: list[str] | None = None) -> list[str]:
     """``n`` reading drills, the same for the same ``config.seed``.
 
     ``avoid``: lower-case words the world-syllable names must not be (:func:`world_name_words`).
     ``recall``: world questions and answers (:func:`recall_lines`); a share ``config.recall`` of the
-    drills asks one of them besides the passage's (none without ``recall``).
+    drills asks one of them besides the passage's (none without ``recall``). ``towns``: the world's
+    seen towns, where a share ``config.world_towns`` of the one-off people are born.
     """
     cfg = config or DrillConfig()
     rng = random.Random(cfg.seed)
@@ -179,7 +190,8 @@ def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] |
         world_syllables = rng.random() < cfg.world_syllables
         forge = name_forge(rng, world_syllables, avoid)
         extra = rng.choice(recall) if cfg.recall and recall and rng.random() < cfg.recall else None
-        docs.append(reading_drill(rng, forge, max_entities=cfg.max_entities, recall=extra))
+        docs.append(reading_drill(rng, forge, max_entities=cfg.max_entities, recall=extra, towns=towns,
+                                  world_towns=cfg.world_towns))
     return docs
 
 
@@ -234,10 +246,11 @@ def load_drill_tokens(tokens: int, settings: Settings | None = None, config: Dri
 
         w = world(settings)
         avoid, recall = world_name_words(w), recall_lines(w)
+        towns = [e.name for e in w.of_kind("town", seen=True)]
         rng_cfg = dataclasses.replace(cfg)
         out, total, batch = [], 0, 2000
         while total < target:
-            docs = drill_documents(batch, rng_cfg, avoid, recall)
+            docs = drill_documents(batch, rng_cfg, avoid, recall, towns)
             ids = pack_drills(tok, docs, seq_len) if seq_len else encode_documents(tok, docs)
             out.append(ids)
             total += len(ids)

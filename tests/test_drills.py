@@ -251,3 +251,20 @@ def test_recall_questions_are_an_option_that_leaves_the_default_stream_unchanged
     assert 0.3 < share < 0.55  # half of the drills, the grounded layout never
     unseen = {e.name for e in world.entities if not e.seen}
     assert not any(name in a for _, a in lines for name in unseen)
+
+
+def test_world_towns_give_one_off_people_a_seen_birthplace_and_leave_the_default_unchanged(world):
+    avoid = world_name_words(world)
+    towns = [e.name for e in world.of_kind("town", seen=True)]
+    assert drill_documents(40, DrillConfig(), avoid, None, towns) == drill_documents(40, DrillConfig(), avoid)
+    unseen = {e.name for e in world.entities if not e.seen}
+    assert not unseen & set(towns)
+    born = {"world": 0, "invented": 0}
+    rng = random.Random(4)
+    for _ in range(300):
+        doc = reading_drill(rng, name_forge(rng, True, avoid), style="card", max_entities=1, towns=towns,
+                            world_towns=0.7)
+        for place in re.findall(r"Birthplace: (\w+)", doc):
+            born["world" if place in towns else "invented"] += 1
+    share = born["world"] / (born["world"] + born["invented"])
+    assert 0.6 < share < 0.8, born
