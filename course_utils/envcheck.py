@@ -45,6 +45,7 @@ REQUIRED: tuple[str, ...] = (
     "matplotlib",
     "tqdm",
     "ipywidgets",
+    "mlflow-skinny",
 )
 
 
