@@ -135,6 +135,7 @@ def load_or_build(
     settings: Settings | None = None,
     rebuild: bool = False,
     verbose: bool = True,
+    track: str | None = None,
 ) -> Path:
     """Return the folder of artifact ``name`` built with ``config``, building it if needed.
 
@@ -143,6 +144,9 @@ def load_or_build(
     renamed into place, so a half-written artifact is never mistaken for a finished one.
     ``rebuild=True`` builds again; the cached copy stays in place (and in use) until the new
     one is complete, so an interrupted rebuild loses nothing.
+    ``track`` (a training stage's name, e.g. ``"sft"``) records the build as an MLflow run of that
+    stage (:func:`course_utils.tracking.track`), tagged with the artifact (``<name>/<key>``) and
+    with ``config`` as its ``artifact.*`` parameters; the stage's training logs into the same run.
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"Artifact names are plain folder names, got {name!r}.")
@@ -170,7 +174,14 @@ def load_or_build(
         how = "resuming the interrupted build of" if resumed else "building"
         _say(f"{how} {name} ({key}) in {partial}; it is cached for next time", verbose)
         start = time.perf_counter()
-        build(partial)
+        if track:
+            from course_utils.tracking import track as tracked_run
+
+            with tracked_run(track, cfg, artifact=f"{name}/{key}", run_name=name, prefix="artifact.",
+                             settings=settings):
+                build(partial)
+        else:
+            build(partial)
         seconds = time.perf_counter() - start
         record = {
             "name": name,

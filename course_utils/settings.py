@@ -13,6 +13,8 @@ Environment variables read (only when :func:`get_settings` is called, never at i
 ``COURSE_DATA``   folder holding the course's data; default ``<repo>/data``.
 ``COURSE_DEVICE`` force a device (``cpu``, ``cuda``, ``mps``); default: auto-detect.
 ``COURSE_SEED``   global seed; default 1234.
+``COURSE_TRACKING`` ``0``/``false``/``no``/``off`` turns experiment tracking off (no MLflow runs
+                  are recorded, :mod:`course_utils.tracking`); anything else, or unset, leaves it on.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
 REPO_SLUG = "llm-course-org/llm-course"
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def repo_root() -> Path:
@@ -82,6 +85,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: repo_root() / "data")  # the course's data
     seed: int = 1234  # global seed; each stage derives its own from it
     device_pref: str | None = None  # forced device, or None to auto-detect
+    tracking: bool = True  # record every training run in MLflow (course_utils.tracking); never part of a cache key
 
     @property
     def mode(self) -> str:
@@ -110,6 +114,7 @@ def get_settings() -> Settings:
         "fast": env.get("COURSE_FAST", "").strip().lower() in _TRUE,
         "seed": seed,
         "device_pref": env.get("COURSE_DEVICE") or None,
+        "tracking": env.get("COURSE_TRACKING", "").strip().lower() not in _FALSE,
     }
     if env.get("COURSE_CACHE"):
         kwargs["cache_dir"] = Path(env["COURSE_CACHE"]).expanduser().resolve()

@@ -11,11 +11,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def tracking_store(tmp_path_factory) -> str:
+    """One MLflow store for the session's runs (a new SQLite store costs seconds of schema set-up)."""
+    return f"sqlite:///{tmp_path_factory.getbasetemp() / 'mlflow' / 'mlflow.db'}"
+
+
 @pytest.fixture(autouse=True)
-def _isolated_course_env(tmp_path, monkeypatch):
-    """Point COURSE_CACHE at a fresh folder; tests never touch the learner's cache."""
+def _isolated_course_env(tmp_path, monkeypatch, tracking_store):
+    """Point COURSE_CACHE at a fresh folder; tests never touch the learner's cache. Experiment tracking
+    stays on (course_utils.tracking), into the session's temporary store."""
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COURSE_FAST", "1")
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     monkeypatch.delenv("COURSE_SEED", raising=False)
+    monkeypatch.delenv("COURSE_TRACKING", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
