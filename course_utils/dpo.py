@@ -38,6 +38,7 @@ from course_utils.artifacts import training_record
 from course_utils.hf import context_length, trainer_device_flags
 from course_utils.settings import Settings, get_settings
 from course_utils.tokenizer import encode_chat
+from course_utils.tracking import report_to, track
 
 __all__ = [
     "DPORun",
@@ -361,7 +362,9 @@ def train_dpo(model, tokenizer, records: list[dict[str, Any]], cfg: DPORunConfig
     """DPO of ``model`` on ``records`` with trl's ``DPOTrainer`` and LoRA adapters.
 
     ``kl_records`` (held-out pairs, default the last training pairs) are where the KL to
-    the reference is measured every ``cfg.kl_every`` steps.
+    the reference is measured every ``cfg.kl_every`` steps. Recorded as an MLflow run of stage
+    ``dpo`` (:mod:`course_utils.tracking`): trl logs its losses and rewards, this the KL and the
+    final figures.
     """
     import tempfile
 
@@ -376,34 +379,39 @@ def train_dpo(model, tokenizer, records: list[dict[str, Any]], cfg: DPORunConfig
     max_length = min(cfg.max_length, context_length(model))
     kl_batch = pair_batch(tokenizer, (kl_records or records[-cfg.kl_pairs:])[: cfg.kl_pairs], max_length)
     kl_rows: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        args = DPOConfig(
-            output_dir=str(out_dir or tmp), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.lr, warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
-            lr_scheduler_type="linear", beta=cfg.beta, max_length=max_length, logging_steps=cfg.logging_steps,
-            save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-            disable_tqdm=not progress, **trainer_device_flags(),
-            **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {}),
-        )
-        trainer = DPOTrainer(model=model, args=args, train_dataset=_pref_dataset(records), processing_class=tokenizer,
-                             peft_config=make_lora_config(cfg),
-                             callbacks=[_kl_callback(kl_batch, cfg.kl_every, kl_rows)])
-        kl_rows.append({"step": 0, "kl": completion_kl(trainer.model, kl_batch)})
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-    trained = trainer.model.eval()
-    history = [
-        {"step": int(r["step"]), "loss": float(r["loss"]), "accuracy": float(r["rewards/accuracies"]),
-         "margin": float(r["rewards/margins"]), "chosen": float(r["rewards/chosen"]),
-         "rejected": float(r["rewards/rejected"]), "lr": float(r.get("learning_rate", 0.0))}
-        for r in trainer.state.log_history if "loss" in r and "rewards/accuracies" in r
-    ]
-    total = sum(p.numel() for p in trained.parameters())
-    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
-    return DPORun(model=trained, history=history, kl=kl_rows, seconds=seconds,
-                  step_seconds=seconds / max(1, trainer.state.global_step), trainable=trainable, total=total,
-                  sft_weight=cfg.sft_weight)
+    with track("dpo", cfg) as tracker:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = DPOConfig(
+                output_dir=str(out_dir or tmp), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+                learning_rate=cfg.lr, warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
+                lr_scheduler_type="linear", beta=cfg.beta, max_length=max_length, logging_steps=cfg.logging_steps,
+                save_strategy="no", report_to=report_to(), seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
+                disable_tqdm=not progress, **trainer_device_flags(),
+                **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {}),
+            )
+            trainer = DPOTrainer(model=model, args=args, train_dataset=_pref_dataset(records),
+                                 processing_class=tokenizer, peft_config=make_lora_config(cfg),
+                                 callbacks=[_kl_callback(kl_batch, cfg.kl_every, kl_rows)])
+            kl_rows.append({"step": 0, "kl": completion_kl(trainer.model, kl_batch)})
+            start = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - start
+        trained = trainer.model.eval()
+        history = [
+            {"step": int(r["step"]), "loss": float(r["loss"]), "accuracy": float(r["rewards/accuracies"]),
+             "margin": float(r["rewards/margins"]), "chosen": float(r["rewards/chosen"]),
+             "rejected": float(r["rewards/rejected"]), "lr": float(r.get("learning_rate", 0.0))}
+            for r in trainer.state.log_history if "loss" in r and "rewards/accuracies" in r
+        ]
+        total = sum(p.numel() for p in trained.parameters())
+        trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+        run = DPORun(model=trained, history=history, kl=kl_rows, seconds=seconds,
+                     step_seconds=seconds / max(1, trainer.state.global_step), trainable=trainable, total=total,
+                     sft_weight=cfg.sft_weight)
+        for row in kl_rows:  # the KL to the reference on held-out answers, measured by the callback
+            tracker.log_metrics({"kl": row["kl"]}, step=row["step"])
+        tracker.log_metrics(run.summary(), step=trainer.state.global_step)
+    return run
 
 
 # ---------------------------------------------------------------------- which answer a model prefers
@@ -543,7 +551,7 @@ def load_or_build_dpo_model(settings: Settings | None = None, sft_model: str | P
         (folder / "training.json").write_text(json.dumps(
             {"summary": run.summary(), "history": run.history, "kl": run.kl, "sft": str(source)}))
 
-    return load_or_build("dpo-model", key, build, settings=settings, rebuild=rebuild)
+    return load_or_build("dpo-model", key, build, settings=settings, rebuild=rebuild, track="dpo")
 
 
 def load_model(path: str | Path):

@@ -32,6 +32,7 @@ import torch
 from course_utils.settings import Settings, get_settings
 from course_utils.generation import end_ids
 from course_utils.tokenizer import encode_chat
+from course_utils.tracking import track
 
 __all__ = [
     "GRPOConfig",
@@ -236,7 +237,9 @@ def train_grpo(model, tokenizer, tasks: list[dict[str, Any]], cfg: GRPOConfig, p
                reward_fn=rule_reward) -> GRPORun:
     """GRPO on ``tasks`` (from :func:`fact_tasks`): full fine-tuning of ``model`` in place,
     against a frozen copy of it as the reference. ``reward_fn(reply, answer, stopped, max_words)``
-    returns a dict with ``reward``, ``correct``, ``short``, ``words`` (default :func:`rule_reward`)."""
+    returns a dict with ``reward``, ``correct``, ``short``, ``words`` (default :func:`rule_reward`).
+    Recorded as an MLflow run of stage ``grpo`` (:mod:`course_utils.tracking`): the config, and each
+    step's row (reward, its parts, KL, clipped share, loss) as metrics."""
     from tqdm.auto import tqdm
 
     if not tasks:
@@ -248,36 +251,40 @@ def train_grpo(model, tokenizer, tasks: list[dict[str, Any]], cfg: GRPOConfig, p
         p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    bar = tqdm(range(1, cfg.steps + 1), desc="GRPO", disable=not progress, unit="step")
-    for step in bar:
-        chosen = rng.sample(tasks, min(cfg.prompts_per_step, len(tasks)))
-        batch = sample_group(model, tokenizer, [t["prompt"] for t in chosen], cfg.group_size, cfg.max_new_tokens,
-                             cfg.temperature)
-        scores = [reward_fn(r, chosen[i // cfg.group_size]["answer"], s, cfg.max_words)
-                  for i, (r, s) in enumerate(zip(batch["replies"], batch["stopped"]))]
-        rewards = torch.tensor([s["reward"] for s in scores]).view(len(chosen), cfg.group_size)
-        adv = group_advantages(rewards).view(-1)
-        mask = batch["mask"]
-        with torch.no_grad():
-            ref_logps = answer_logps(reference, batch, cfg.temperature)
-        model.train()
-        old_logps = None
-        for _ in range(cfg.inner_epochs):
-            logps = answer_logps(model, batch, cfg.temperature)
-            if old_logps is None:
-                old_logps = logps.detach()  # the policy that sampled: ratio 1 on the first pass
-            loss, stats = grpo_loss(logps, old_logps, ref_logps, adv, mask, cfg.clip_eps, cfg.kl_coef)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-        model.eval()
-        row = {"step": step, "loss": loss.item(), **stats,
-               **{k: sum(s[k] for s in scores) / len(scores) for k in ("reward", "correct", "short", "words")}}
-        history.append(row)
-        bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row['kl']:.3f}")
-    return GRPORun(model=model, history=history, seconds=time.perf_counter() - start)
+    with track("grpo", cfg) as tracker:
+        start = time.perf_counter()
+        bar = tqdm(range(1, cfg.steps + 1), desc="GRPO", disable=not progress, unit="step")
+        for step in bar:
+            chosen = rng.sample(tasks, min(cfg.prompts_per_step, len(tasks)))
+            batch = sample_group(model, tokenizer, [t["prompt"] for t in chosen], cfg.group_size, cfg.max_new_tokens,
+                                 cfg.temperature)
+            scores = [reward_fn(r, chosen[i // cfg.group_size]["answer"], s, cfg.max_words)
+                      for i, (r, s) in enumerate(zip(batch["replies"], batch["stopped"]))]
+            rewards = torch.tensor([s["reward"] for s in scores]).view(len(chosen), cfg.group_size)
+            adv = group_advantages(rewards).view(-1)
+            mask = batch["mask"]
+            with torch.no_grad():
+                ref_logps = answer_logps(reference, batch, cfg.temperature)
+            model.train()
+            old_logps = None
+            for _ in range(cfg.inner_epochs):
+                logps = answer_logps(model, batch, cfg.temperature)
+                if old_logps is None:
+                    old_logps = logps.detach()  # the policy that sampled: ratio 1 on the first pass
+                loss, stats = grpo_loss(logps, old_logps, ref_logps, adv, mask, cfg.clip_eps, cfg.kl_coef)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            model.eval()
+            row = {"step": step, "loss": loss.item(), **stats,
+                   **{k: sum(s[k] for s in scores) / len(scores) for k in ("reward", "correct", "short", "words")}}
+            history.append(row)
+            bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row['kl']:.3f}")
+            tracker.log_metrics(row, step=step)
+        run = GRPORun(model=model, history=history, seconds=time.perf_counter() - start)
+        tracker.log_metrics(run.summary(), step=len(history))
+    return run
 
 
 @torch.no_grad()

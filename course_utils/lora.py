@@ -175,7 +175,25 @@ def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig
     weight directly, bypassing peft's trainable-tokens layer, so rows are trained as the
     embedding itself with every other row's gradient zeroed (and no weight decay), then
     copied into a trainable-tokens adapter: the same numbers, in the format peft saves.
+
+    Recorded as an MLflow run ``lora-r<r>`` of stage ``lora`` (:mod:`course_utils.tracking`): the
+    SFT config, ``r``, ``alpha``, the targets and the number of token rows as parameters, trl's
+    losses and the trainable parameters as metrics (notebook 10 compares a rank sweep's runs).
     """
+    from course_utils.tracking import track
+
+    params = {**dataclasses.asdict(cfg), "r": r, "alpha": 2 * r, "targets": list(targets),
+              "token_rows": len({int(i) for i in token_rows})}
+    with track("lora", params, run_name=f"lora-r{r}") as tracker:
+        run = _train_lora(base, tokenizer, records, cfg, r, token_rows, targets, **overrides)
+        tracker.log_metrics({"trainable": run.trainable, "trainable_share": run.trainable / run.total},
+                            step=cfg.max_steps)  # with the token rows: replaces the SFT figure
+    return run
+
+
+def _train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig, r: int, token_rows: Sequence[int],
+                targets, **overrides: Any) -> SFTRun:
+    """:func:`train_lora` without its tracked run."""
     import copy
 
     from peft import get_peft_model
@@ -365,7 +383,7 @@ def load_or_build_lora_facts(settings: Settings | None = None, base_model: str |
         }))
         (folder / "training.json").write_text(json.dumps({"summary": run.summary(), "history": run.history}))
 
-    return load_or_build("lora-facts", key, build, settings=settings, rebuild=rebuild)
+    return load_or_build("lora-facts", key, build, settings=settings, rebuild=rebuild, track="lora")
 
 
 def load_lora_facts_model(path: str | Path):

@@ -52,6 +52,7 @@ from course_utils.hardware import _sync, autocast_dtype, measure_peak_flops
 from course_utils.model import GPT, GPTConfig
 from course_utils.settings import Settings, get_settings
 from course_utils.tokenizer import encode_documents
+from course_utils.tracking import Tracker, track
 
 __all__ = [
     "PRESETS",
@@ -365,7 +366,23 @@ def train(
     ``drill_ids``: the reading-drill token stream (:func:`course_utils.drills.load_drill_tokens`),
     needed when ``cfg.drill_rows > 0``. ``probe(model)``: figures measured at every
     validation (e.g. :func:`course_utils.probes.reading_and_recall`), stored in that history row.
+
+    Recorded as an MLflow run of stage ``pretrain`` (:mod:`course_utils.tracking`, rank 0 only): the
+    config, every history row (loss, validation loss, lr, tokens/s, MFU, probes) at its step, the
+    final figures.
     """
+    rank, _ = _dist_info()
+    with track("pretrain", cfg) if rank == 0 else contextlib.nullcontext(Tracker()) as tracker:
+        return _train(cfg, train_ids, val_ids, out_dir=out_dir, resume=resume, stop_after_steps=stop_after_steps,
+                      device=device, progress=progress, on_eval=on_eval, drill_ids=drill_ids, probe=probe,
+                      tracker=tracker)
+
+
+def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, out_dir: str | Path | None,
+           resume: bool, stop_after_steps: int | None, device: str | None, progress: bool,
+           on_eval: Callable[[list[dict[str, float]]], None] | None, drill_ids: torch.Tensor | None,
+           probe: Callable[[GPT], dict[str, float]] | None, tracker: Tracker) -> TrainResult:
+    """:func:`train`, logging into ``tracker``."""
     if cfg.drill_rows and drill_ids is None:
         raise ValueError("cfg.drill_rows > 0 needs drill_ids: pass course_utils.drills.load_drill_tokens(...).")
     from tqdm.auto import tqdm
@@ -402,6 +419,7 @@ def train(
         _check_resume_config(ckpt, saved["config"], cfg)
         step, history = _load_checkpoint(ckpt, model, opt, sched, batches, drills)
     resumed_from = step
+    tracker.set_tags({"course.resumed_from": resumed_from})
 
     fwd = model
     if distributed:
@@ -467,6 +485,7 @@ def train(
                 row.update(probe(model))
                 model.train()
         history.append(row)
+        tracker.log_metrics(row, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{row['mfu']:.0%}")
         if "val_loss" in row and on_eval is not None and rank == 0:
@@ -491,7 +510,7 @@ def train(
         extra["rank_weight_digests"] = gathered
         extra["weights_identical_across_ranks"] = len(set(gathered)) == 1
         dist.barrier()
-    return TrainResult(
+    result = TrainResult(
         model=model,
         history=history,
         val_loss=val,
@@ -506,6 +525,9 @@ def train(
         resumed_from=resumed_from,
         extra=extra,
     )
+    final = {k: v for k, v in result.summary().items() if not history or k not in history[-1]}
+    tracker.log_metrics(final, step=step)  # the final figures, at the last step
+    return result
 
 
 def _weights_digest(model: GPT) -> str:
@@ -629,4 +651,4 @@ def load_or_build_base_model(settings: Settings | None = None, preset: str | Non
         (folder / "training.json").write_text(json.dumps({"summary": result.summary(), "history": result.history}))
         shutil.rmtree(folder / "run", ignore_errors=True)
 
-    return load_or_build("base-model", key, build, settings=settings, rebuild=rebuild)
+    return load_or_build("base-model", key, build, settings=settings, rebuild=rebuild, track="pretrain")

@@ -31,6 +31,7 @@ import torch
 from course_utils.artifacts import training_record
 from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.settings import Settings, get_settings
+from course_utils.tracking import report_to, track
 
 __all__ = [
     "RewardRun",
@@ -117,7 +118,8 @@ def _pref_dataset(records: list[dict[str, Any]]):
 
 def train_reward_model(model, tokenizer, records: list[dict[str, Any]], cfg: RewardRunConfig,
                        out_dir: str | Path | None = None, progress: bool = True) -> RewardRun:
-    """Train ``model`` (a scalar-head model from :func:`load_backbone`) with trl's ``RewardTrainer``."""
+    """Train ``model`` (a scalar-head model from :func:`load_backbone`) with trl's ``RewardTrainer``,
+    recorded as an MLflow run of stage ``reward`` (:mod:`course_utils.tracking`)."""
     import tempfile
 
     from transformers import set_seed
@@ -130,27 +132,30 @@ def train_reward_model(model, tokenizer, records: list[dict[str, Any]], cfg: Rew
     if getattr(model.config, "num_labels", None) != 1:
         raise ValueError("A reward model has one output: load it with load_backbone (num_labels=1).")
     set_seed(cfg.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = RewardConfig(
-            output_dir=str(out_dir or tmp), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.lr, warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
-            lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
-            max_length=min(cfg.max_length, context_length(model)), center_rewards_coefficient=cfg.center_rewards,
-            logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
-            data_seed=cfg.seed, dataloader_num_workers=0, disable_tqdm=not progress, **trainer_device_flags(),
-        )
-        trainer = RewardTrainer(model=model, args=args, train_dataset=_pref_dataset(records),
-                                processing_class=tokenizer)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-    history = [
-        {"step": int(r["step"]), "loss": float(r["loss"]), "accuracy": float(r.get("accuracy", float("nan"))),
-         "margin": float(r.get("margin", float("nan")))}
-        for r in trainer.state.log_history if "loss" in r
-    ]
-    return RewardRun(model=trainer.model.eval(), history=history, seconds=seconds,
-                     step_seconds=seconds / max(1, trainer.state.global_step), pairs_used=len(trainer.train_dataset))
+    with track("reward", cfg) as tracker:  # trl logs loss, accuracy and margin into this run
+        with tempfile.TemporaryDirectory() as tmp:
+            args = RewardConfig(
+                output_dir=str(out_dir or tmp), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+                learning_rate=cfg.lr, warmup_steps=max(1, round(cfg.warmup_ratio * cfg.max_steps)),
+                lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
+                max_length=min(cfg.max_length, context_length(model)), center_rewards_coefficient=cfg.center_rewards,
+                logging_steps=cfg.logging_steps, save_strategy="no", report_to=report_to(), seed=cfg.seed,
+                data_seed=cfg.seed, dataloader_num_workers=0, disable_tqdm=not progress, **trainer_device_flags(),
+            )
+            trainer = RewardTrainer(model=model, args=args, train_dataset=_pref_dataset(records),
+                                    processing_class=tokenizer)
+            start = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - start
+        history = [
+            {"step": int(r["step"]), "loss": float(r["loss"]), "accuracy": float(r.get("accuracy", float("nan"))),
+             "margin": float(r.get("margin", float("nan")))}
+            for r in trainer.state.log_history if "loss" in r
+        ]
+        run = RewardRun(model=trainer.model.eval(), history=history, seconds=seconds,
+                        step_seconds=seconds / max(1, trainer.state.global_step), pairs_used=len(trainer.train_dataset))
+        tracker.log_metrics(run.summary(), step=trainer.state.global_step)
+    return run
 
 
 # ---------------------------------------------------------------------- scoring
@@ -305,7 +310,7 @@ def load_or_build_reward_model(settings: Settings | None = None, base_model: str
         (folder / "training.json").write_text(json.dumps({"summary": run.summary(), "history": run.history,
                                                           "base": source}))
 
-    return load_or_build("reward-model", key, build, settings=settings, rebuild=rebuild)
+    return load_or_build("reward-model", key, build, settings=settings, rebuild=rebuild, track="reward")
 
 
 def run_reward_model(settings: Settings | None = None, base_model: str | Path | None = None,

@@ -39,6 +39,7 @@ from course_utils.artifacts import training_record
 from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.settings import Settings, get_settings
 from course_utils.generation import generate_answers, prompt_and_gold
+from course_utils.tracking import report_to, track
 
 __all__ = [
     "SFTRunConfig",
@@ -208,7 +209,7 @@ def make_sft_config(cfg: SFTRunConfig, out_dir: str | Path, max_length: int | No
         packing=False,
         logging_steps=max(1, min(cfg.logging_steps, cfg.max_steps)),  # at least one logged loss
         save_strategy="no",
-        report_to="none",
+        report_to=report_to(),  # "mlflow" inside a tracked run: the trainer logs into it
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=0,
@@ -297,36 +298,43 @@ def count_parameters(model) -> tuple[int, int]:
 def train_sft(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path | None = None,
               peft_config=None, **overrides) -> SFTRun:
     """Fine-tune ``model`` on ``records`` with trl (full, or LoRA with ``peft_config``);
-    ``overrides`` go to :func:`make_trainer` (``padding_free``) and trl's ``SFTConfig``."""
+    ``overrides`` go to :func:`make_trainer` (``padding_free``) and trl's ``SFTConfig``.
+
+    Recorded as an MLflow run of stage ``sft`` (``lora`` with a ``peft_config``), or into the run
+    already open (:mod:`course_utils.tracking`): trl logs the losses, this the final figures."""
     import tempfile
 
     from transformers import set_seed
 
     set_seed(cfg.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = make_trainer(model, tokenizer, records, cfg, out_dir or tmp, peft_config=peft_config, **overrides)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-    trained = trainer.model.eval()
-    history = [
-        {"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r.get("learning_rate", 0.0))}
-        for r in trainer.state.log_history
-        if "loss" in r
-    ]
-    trainable, total = count_parameters(trained)
-    return SFTRun(
-        model=trained,
-        history=history,
-        seconds=seconds,
-        step_seconds=seconds / max(1, trainer.state.global_step),
-        trainable=trainable,
-        total=total,
-        state_mb=training_state_mb(trained, trainer.optimizer),
-        peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
-    )
+    with track("lora" if peft_config is not None else "sft", cfg) as tracker:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = make_trainer(model, tokenizer, records, cfg, out_dir or tmp, peft_config=peft_config,
+                                   **overrides)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - start
+        trained = trainer.model.eval()
+        history = [
+            {"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r.get("learning_rate", 0.0))}
+            for r in trainer.state.log_history
+            if "loss" in r
+        ]
+        trainable, total = count_parameters(trained)
+        run = SFTRun(
+            model=trained,
+            history=history,
+            seconds=seconds,
+            step_seconds=seconds / max(1, trainer.state.global_step),
+            trainable=trainable,
+            total=total,
+            state_mb=training_state_mb(trained, trainer.optimizer),
+            peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        )
+        tracker.log_metrics(run.summary(), step=trainer.state.global_step)  # final figures (trl logged the curves)
+    return run
 
 
 # ---------------------------------------------------------------------- generation and scoring
@@ -413,7 +421,7 @@ def load_or_build_sft_model(settings: Settings | None = None, base_model: str | 
         (folder / "training.json").write_text(json.dumps({"summary": run.summary(), "history": run.history,
                                                           "base": source}))
 
-    return load_or_build("sft-model", key, build, settings=settings, rebuild=rebuild)
+    return load_or_build("sft-model", key, build, settings=settings, rebuild=rebuild, track="sft")
 
 
 def run_sft(settings: Settings | None = None, base_model: str | Path | None = None, per_kind: int | None = None,
