@@ -34,6 +34,7 @@ def _command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.
 def _cmd_env(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.envcheck import check_environment, checks_as_dict, format_checks
     from course_utils.settings import get_settings
+    from course_utils.tracking import tracking_uri
 
     settings = get_settings()
     checks = check_environment(settings)
@@ -45,6 +46,7 @@ def _cmd_env(args: argparse.Namespace) -> dict[str, Any]:
         cache_dir=str(settings.cache_dir),
         data_dir=str(settings.data_dir),
         seed=settings.seed,
+        tracking=tracking_uri(settings) if settings.tracking else "off",  # where training runs are recorded
     )
     result["_exit"] = 0 if result["ok"] else 1
     result["_quiet"] = True  # already printed for people

@@ -73,6 +73,21 @@ def test_the_store_is_in_the_artifact_cache_unless_MLFLOW_TRACKING_URI_says_othe
     assert tracking.experiment_name("sft") == "llm-course/sft"
 
 
+def test_importing_the_helper_imports_no_mlflow_and_course_env_says_where_runs_go(monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    code = "import sys, course_utils.tracking, course_utils.sft; print('mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    for value, expected in (("1", tracking.tracking_uri()), ("0", "off")):
+        monkeypatch.setenv("COURSE_TRACKING", value)
+        proc = subprocess.run([sys.executable, "-m", "course_utils.cli", "env", "--json"], capture_output=True,
+                              text=True, timeout=300)
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["tracking"] == expected
+
+
 def test_flatten_joins_nested_fields_with_dots():
     @dataclasses.dataclass
     class Inner:
