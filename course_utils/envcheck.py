@@ -37,6 +37,8 @@ REQUIRED: tuple[str, ...] = (
     "langchain-community",
     "langchain-huggingface",
     "langchain-text-splitters",
+    "qdrant-client",
+    "langchain-qdrant",
     "rank-bm25",
     "beautifulsoup4",
     "scikit-learn",
