@@ -3,6 +3,10 @@
 Used by ``make course`` (learner mode: executed copies to read, and the timing table
 that the README's course map quotes) and ``course notebooks``. Each notebook runs in
 a fresh kernel started in its own folder, exactly as restart-and-run-all would.
+
+A learner-mode run also records each notebook that passed in ``results/times.json`` (committed, like the
+figures in ``results/NN.json``; ``COURSE_RESULTS`` points it elsewhere): the measured times that the
+instructor pack's workshop agendas are built from (:mod:`course_utils.instructor`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from pathlib import Path
 
 from course_utils.settings import repo_root
 
-__all__ = ["NotebookRun", "discover_notebooks", "export_figures", "run_notebook", "run_notebooks"]
+__all__ = ["NotebookRun", "discover_notebooks", "export_figures", "load_times", "record_times", "run_notebook",
+           "run_notebooks", "times_path"]
 
 NOTEBOOK_PATTERN = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 
@@ -140,12 +145,65 @@ def run_notebooks(
         f"# Executed notebooks ({'fast' if fast else 'learner'} mode)\n\n{_table(runs)}\n"
     )
     (out / "report.json").write_text(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
+    # the course's own notebooks only (a notebook of yours elsewhere has no place in the course's agenda)
+    ours = [r for r, p in zip(runs, paths) if r.ok and p.parent == (repo_root() / "notebooks").resolve()]
+    times = record_times(ours) if not fast and ours else None
     return {
         "ok": all(r.ok for r in runs),
         "runs": [asdict(r) for r in runs],
         "report": str(out / "report.md"),
+        "times": str(times) if times else None,
         "_exit": 0 if all(r.ok for r in runs) else 1,
     }
+
+
+def times_path() -> Path:
+    """``times.json`` in the results folder: ``COURSE_RESULTS`` if set, else ``results/`` in the repository."""
+    folder = os.environ.get("COURSE_RESULTS")
+    return (Path(folder).expanduser() if folder else repo_root() / "results") / "times.json"
+
+
+_TIMES_ABOUT = ("Learner-mode wall time (minutes) and peak memory (MiB) of each course notebook, written by "
+                "`make course` (course notebooks in learner mode) for every notebook that passed; the instructor "
+                "pack's agendas are built from it (course instructor). They assume the artifacts are pre-built "
+                "(course prebuild), as they were when these times were measured.")
+
+
+def load_times(path: Path | None = None) -> dict[str, dict]:
+    """The recorded learner-mode times, ``{"05": {"file", "minutes", "peak_mib", "measured", "machine",
+    "source"}}``; empty when nothing was recorded yet."""
+    path = path or times_path()
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        entries = doc["notebooks"]
+        for number, entry in entries.items():
+            float(entry["minutes"]), entry["measured"]  # noqa: B018
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a times file ({type(exc).__name__}: {exc}); rerun `make course` or restore "
+                         "it from git.") from None
+    return entries
+
+
+def record_times(runs: list[NotebookRun], path: Path | None = None) -> Path:
+    """Write the learner-mode runs that passed into ``times.json`` (other notebooks' entries are kept)."""
+    from course_utils.results import _machine
+
+    path = path or times_path()
+    entries = load_times(path)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    for r in runs:
+        if r.ok and r.mode == "learner":
+            entries[r.notebook[:2]] = {"file": r.notebook, "minutes": round(r.seconds / 60, 1),
+                                       "peak_mib": round(r.peak_mib), "measured": today, "machine": _machine(),
+                                       "source": "course notebooks (learner mode)"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"about": _TIMES_ABOUT, "notebooks": dict(sorted(entries.items()))}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+    return path
 
 
 #: Cell tag that names a figure for the decks: ``figure:<name>`` -> ``<NN>_<name>.png``.

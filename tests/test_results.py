@@ -91,6 +91,8 @@ def test_readme_and_decks_quote_recorded_figures_only():
 
 def test_every_recorded_file_names_its_notebook():
     for path in sorted((repo_root() / "results").glob("*.json")):
+        if path.name == "times.json":  # the notebooks' measured times: tests/test_instructor.py
+            continue
         doc = json.loads(path.read_text())
         assert re.fullmatch(r"\d\d", doc["notebook"]) and path.stem == doc["notebook"]
         assert doc["mode"] == "learner", f"{path.name} holds {doc['mode']}-mode figures"

@@ -78,3 +78,25 @@ def test_figures_are_exported_from_tagged_cells(tmp_path, capsys):
         export_figures([path], tmp_path / "img")
     assert main(["figures", str(tmp_path / "missing.ipynb"), "--out", str(tmp_path / "img")]) == 2
     assert "No such executed notebook" in capsys.readouterr().err
+
+
+def test_learner_times_are_recorded_for_course_notebooks_only(tmp_path, monkeypatch):
+    """`make course` keeps results/times.json (the agendas' source); a notebook outside notebooks/ is not the
+    course's, and fast mode or a failed run records nothing."""
+    from course_utils.runbook import NotebookRun, load_times, record_times, times_path
+
+    monkeypatch.setenv("COURSE_RESULTS", str(tmp_path / "results"))
+    assert times_path() == tmp_path / "results" / "times.json" and load_times() == {}
+    report = run_notebooks([str(_notebook(tmp_path / "03_mine.ipynb", "x = 1"))], out_dir=tmp_path / "b", fast=False)
+    assert report["ok"] and report["times"] is None and not times_path().exists()
+    runs = [NotebookRun("05_lora_qlora.ipynb", "learner", True, 1176.0, 2211.4, ""),
+            NotebookRun("06_reward_model_dpo.ipynb", "learner", False, 30.0, 0.0, "AssertionError"),
+            NotebookRun("07_data_preparation.ipynb", "fast", True, 60.0, 900.0, "")]
+    record_times(runs)
+    record_times([NotebookRun("00_llmops_overview.ipynb", "learner", True, 12.0, 698.0, "")])
+    times = load_times()
+    assert sorted(times) == ["00", "05"], "a later run keeps the other notebooks' times"
+    assert times["05"]["minutes"] == 19.6 and times["05"]["peak_mib"] == 2211 and times["05"]["file"] == "05_lora_qlora.ipynb"
+    times_path().write_text("{not json")
+    with pytest.raises(ValueError, match="not a times file"):
+        load_times()
