@@ -179,45 +179,19 @@ def aggregate(folder: str | Path | None = None, *, verbose: bool = True) -> tupl
 
 # ----------------------------------------------------------------------------- cleanse
 
-_BOILERPLATE_TAGS = ("script", "style", "noscript", "nav", "header", "footer", "aside", "form", "button",
-                     "iframe", "svg", "template")
-_BOILERPLATE_HINTS = re.compile(r"cookie|consent|banner|sidebar|menu|navbar|breadcrumb|advert|popup|share",
-                                re.I)
-_BLOCKS = ("p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "table", "section", "article",
-           "blockquote", "pre", "dd", "dt", "br")
-
-
 def clean_html(content: str) -> tuple[str, str]:
     """HTML page -> ``(title, text)``: the main content without boilerplate.
 
     Drops scripts, styles, navigation, headers, footers, sidebars, forms, and any
-    element whose class or id says cookie/banner/menu/sidebar/...; keeps ``<main>``
-    (or ``<article>``, else ``<body>``); table rows become ``Header: value`` lines.
+    element whose class, id or ARIA role says cookie/banner/menu/sidebar/navigation/...;
+    keeps ``<main>`` (or ``role="main"``, ``<article>``, else ``<body>``); section headings become
+    ``## Heading`` lines, code blocks stay fenced blocks, tables with a header row stay
+    ``| a | b |`` rows and key-value rows become ``Header: value`` lines
+    (:func:`course_utils.htmldoc.html_to_text`).
     """
-    from bs4 import BeautifulSoup
+    from course_utils.htmldoc import html_to_text
 
-    soup = BeautifulSoup(content, "html.parser")
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    for tag in soup(_BOILERPLATE_TAGS):
-        tag.decompose()
-    for tag in soup.find_all(True):
-        if tag.attrs is None:  # already removed with a parent
-            continue
-        hint = " ".join(tag.get("class", []) or []) + " " + str(tag.get("id", ""))
-        if _BOILERPLATE_HINTS.search(hint):
-            tag.decompose()
-    root = soup.find("main") or soup.find("article") or soup.body or soup
-    h1 = root.find("h1")
-    if h1 is not None:
-        title = h1.get_text(" ", strip=True)
-    for tr in root.find_all("tr"):
-        cells = [c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])]
-        tr.replace_with(soup.new_string("\n" + ": ".join(c for c in cells if c) + ".\n"))
-    for tag in root.find_all(_BLOCKS):
-        tag.insert_before("\n")
-        tag.insert_after("\n")
-    text = root.get_text()
-    return title, text
+    return html_to_text(content)
 
 
 def clean_markdown(content: str) -> tuple[str, str]:
@@ -277,8 +251,15 @@ def normalize_unicode(text: str) -> str:
 
 
 def normalize_whitespace(text: str) -> str:
-    """Runs of spaces and tabs become one space; paragraphs (blank lines) are kept, at most one."""
-    lines = [re.sub(r"[ \t\f\v]+", " ", line).strip() for line in text.split("\n")]
+    """Runs of spaces and tabs become one space; paragraphs (blank lines) are kept, at most one.
+    Inside a fenced code block (```` ``` ```` lines) lines keep their indentation."""
+    lines, in_code = [], False
+    for line in text.split("\n"):
+        if line.strip().startswith("```"):
+            in_code = not in_code
+            lines.append(line.strip())
+        else:
+            lines.append(line.rstrip() if in_code else re.sub(r"[ \t\f\v]+", " ", line).strip())
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
@@ -432,10 +413,16 @@ def chunk_documents(docs: Iterable[Document], *, by: str = "chars", size: int = 
 
     ``by="chars"`` counts characters; ``by="tokens"`` counts tokens of ``tokenizer`` (a
     Hugging Face tokenizer, by default the embedding model's, whose window is what
-    matters). Splits fall on paragraphs, then lines, sentences, words. With
-    ``title_prefix`` each chunk starts with ``"<title>: "`` so a passage cut from the
-    middle of a page still says what it is about.
+    matters). Splits fall on paragraphs, then lines, sentences, words. A document with
+    section headings (``## Heading`` lines, as :func:`clean_html` writes a manual's) is cut
+    section by section: no chunk spans two sections, and each chunk's ``section`` metadata
+    is the path of headings above it. With ``title_prefix`` each chunk starts with
+    ``"<title>: "`` (``"<title> > <section> > <subsection>: "`` in a section) so a passage cut
+    from the middle of a page still says what it is about. Prose is joined into one line;
+    code blocks and table rows keep their lines (:func:`course_utils.htmldoc.tidy_chunk`).
     """
+    from course_utils.htmldoc import FENCE, code_state, split_sections, tidy_chunk
+
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     if overlap >= size:
@@ -454,15 +441,27 @@ def chunk_documents(docs: Iterable[Document], *, by: str = "chars", size: int = 
         raise ValueError(f"by must be 'chars' or 'tokens', got {by!r}.")
     chunks = []
     for d in docs:
-        pieces = splitter.split_text(d.text) if d.text else []
-        for pos, piece in enumerate(pieces):
-            text = re.sub(r"\s+", " ", piece).strip()
-            if title_prefix and d.title and not text.lower().startswith(d.title.lower()):
-                text = f"{d.title}: {text}"
-            meta = {k: v for k, v in d.meta.items() if k != "duplicate_of"}
-            meta.update(title=d.title, format=d.format)
-            chunks.append(Chunk(id=f"{d.id}#{pos}", text=text, doc_id=d.id, source=d.source, position=pos,
-                                meta=meta))
+        meta = {k: v for k, v in d.meta.items() if k != "duplicate_of"}
+        meta.update(title=d.title, format=d.format)
+        pos = 0
+        for section in split_sections(d.text, d.title) if d.text else []:
+            heading = " > ".join(h for h in (d.title, *section.path) if h)
+            fenced, start = FENCE in section.text, 0
+            for piece in splitter.split_text(section.text):
+                in_code = False
+                if fenced:  # where the piece starts: inside a code block or not
+                    at = section.text.find(piece, start)
+                    at = at if at >= 0 else section.text.find(piece)
+                    in_code, start = code_state(section.text, max(at, 0)), max(at, 0) + 1
+                text = tidy_chunk(piece, in_code)
+                if not text:
+                    continue
+                if title_prefix and heading and not text.lower().startswith(heading.lower()):
+                    text = f"{heading}:{chr(10) if text.startswith(('```', '|')) else ' '}{text}"
+                extra = {"section": " > ".join(section.path)} if section.path else {}
+                chunks.append(Chunk(id=f"{d.id}#{pos}", text=text, doc_id=d.id, source=d.source, position=pos,
+                                    meta={**meta, **extra}))
+                pos += 1
     return chunks
 
 

@@ -196,3 +196,101 @@ def test_course_store_metadata_and_mirrors():
     assert len(result.duplicates) == len(mirrors), "no false positives"
     c = result.chunks[0]
     assert {"entity_id", "kind", "seen", "title"} <= set(c.meta)
+
+
+SPHINX = """<html><head><title>json — JSON encoder and decoder — Python 3.11 documentation</title></head><body>
+<div class="mobile-nav"><nav class="nav-content" role="navigation"><a href="/">Python</a></nav></div>
+<div class="related" role="navigation"><h3>Navigation</h3><ul><li><a href="index.html">index</a></li>
+<li><a href="next.html">next</a> |</li></ul></div>
+<div class="document"><div class="documentwrapper"><div class="bodywrapper"><div class="body" role="main">
+<section id="module-http.cookies"><h1>json — JSON encoder and decoder<a class="headerlink" href="#x">¶</a></h1>
+<p>JSON is a lightweight data interchange format.</p>
+<section id="basic-usage"><h2>Basic Usage<a class="headerlink" href="#basic-usage">¶</a></h2>
+<dl class="py function"><dt class="sig sig-object py" id="json.dump"><span class="sig-prename descclassname">json.\
+</span><span class="sig-name descname">dump</span><span class="sig-paren">(</span><em>obj</em>, <em>fp</em>, <em>indent=None\
+</em><span class="sig-paren">)</span><a class="headerlink" href="#json.dump">¶</a></dt>
+<dd><p>Serialize obj as a JSON formatted stream to fp.</p>
+<div class="highlight"><pre><span></span>def main():
+    with open("x.json", "w") as fp:
+        json.dump({"a": 1}, fp, indent=4)
+</pre></div></dd></dl>
+<p>After the functions comes a note on the whole section.</p>
+<dl class="py class"><dt class="sig sig-object py" id="http.cookies.SimpleCookie"><span class="sig-prename">http.cookies.\
+</span><span class="sig-name">SimpleCookie</span></dt><dd><p>A cookie jar.</p>
+<dl class="py method"><dt class="sig sig-object py" id="http.cookies.SimpleCookie.load"><span class="sig-name">load\
+</span><span class="sig-paren">(</span><em>rawdata</em><span class="sig-paren">)</span></dt><dd><p>Load cookies from a string.</p></dd></dl>
+<p>More about the cookie jar.</p></dd></dl>
+</section>
+<section id="conversions"><h2>Conversions</h2>
+<table class="docutils"><thead><tr><th><p>JSON</p></th><th><p>Python</p></th></tr></thead>
+<tbody><tr><td><p>object</p></td><td><p>dict</p></td></tr><tr><td><p>array</p></td><td><p>list</p></td></tr></tbody></table>
+</section></section></div></div></div>
+<div class="sphinxsidebar" role="navigation"><h3>Table of Contents</h3><ul><li>Basic Usage</li></ul></div></div>
+<div class="footer">&copy; Copyright 2001-2026, Python Software Foundation. Please donate.</div>
+</body></html>"""
+
+
+def _sphinx_doc(**kw):
+    doc = Document(id="json.html", source="library/json.html", format="html", raw=SPHINX)
+    prep.cleanse(doc)
+    return doc, prep.chunk_documents([doc], **kw)
+
+
+def test_clean_html_keeps_a_manuals_sections_code_and_tables_and_drops_its_navigation():
+    doc, _ = _sphinx_doc()
+    assert doc.title == "json — JSON encoder and decoder"  # the h1 without its permalink mark
+    text = doc.text
+    for junk in ("Navigation", "index", "next", "Table of Contents", "Copyright", "donate", "¶", "Python 3.11"):
+        assert junk not in text, junk
+    assert "## Basic Usage" in text and "## Conversions" in text
+    assert "### json.dump()" in text and "json.dump(obj, fp, indent=None)" in text  # heading + full signature
+    assert "### http.cookies.SimpleCookie" in text and "#### SimpleCookie.load()" not in text
+    assert "#### load()" in text  # a method is one level below its class
+    assert "A cookie jar." in text  # a section whose id says "cookies" is content, not a cookie banner
+    code = '```\ndef main():\n    with open("x.json", "w") as fp:\n        json.dump({"a": 1}, fp, indent=4)\n```'
+    assert code in text  # line breaks and indentation kept
+    assert "| JSON | Python |\n|---|---|\n| object | dict |\n| array | list |" in text
+
+
+def test_split_sections_follows_the_heading_path():
+    from course_utils.htmldoc import split_sections
+
+    doc, _ = _sphinx_doc()
+    sections = {s.path: s.text for s in split_sections(doc.text, doc.title)}
+    assert sections[()].startswith("json — JSON encoder and decoder")
+    assert "Serialize obj" in sections[("Basic Usage", "json.dump()")]
+    assert "Load cookies" in sections[("Basic Usage", "http.cookies.SimpleCookie", "load()")]
+    # text after a function's or a method's entry belongs to the section or class around it again
+    assert "After the functions" in sections[("Basic Usage",)]
+    assert "More about the cookie jar." in sections[("Basic Usage", "http.cookies.SimpleCookie")]
+    assert "| object | dict |" in sections[("Conversions",)]
+    assert split_sections("# Not the title\n\n```\n## a comment in code\n```", "Title")[0].path == ()
+
+
+def test_chunks_of_a_manual_carry_their_section_as_prefix_and_metadata():
+    doc, chunks = _sphinx_doc(size=120, overlap=0)
+    by_section = {}
+    for c in chunks:
+        by_section.setdefault(c.meta.get("section"), []).append(c)
+        prefix = " > ".join(p for p in (doc.title, c.meta.get("section")) if p)
+        assert c.text.startswith(prefix), c.text
+        assert c.text.count("```") % 2 == 0, c.text  # a code block cut in two is closed and reopened
+    assert [c.position for c in chunks] == list(range(len(chunks)))
+    dump = by_section["Basic Usage > json.dump()"]
+    assert dump[0].text.startswith("json — JSON encoder and decoder > Basic Usage > json.dump(): json.dump(obj")
+    code = [c for c in dump if "```" in c.text]
+    assert code and all("\n    " in c.text or "\n        " in c.text or "def main" in c.text for c in code)
+    table = by_section["Conversions"][0].text
+    assert table.startswith("json — JSON encoder and decoder > Conversions:\n| JSON | Python |")
+    assert {"title", "format", "section"} <= set(dump[0].meta)
+
+
+def test_a_page_without_sections_chunks_as_before():
+    from course_utils.htmldoc import tidy_chunk
+
+    doc = Document(id="kithka", source="kithka.html", format="html", raw=HTML)
+    prep.cleanse(doc)
+    (chunk,) = prep.chunk_documents([doc])
+    assert chunk.text == "Kithka Kithka lies on the river Bemfal. Founded: 1402." and "section" not in chunk.meta
+    assert tidy_chunk("a\n  b   c\n\nd") == "a b c d"  # prose: one line, single spaces, as chunks always were
+    assert tidy_chunk("x = 1\n    y = 2\n```\nafter", in_code=True) == "```\nx = 1\n    y = 2\n```\nafter"
