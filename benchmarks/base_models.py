@@ -99,13 +99,19 @@ def measure(path: str, n: int = 60, seed: int = 2024) -> dict[str, Any]:
     return out
 
 
-#: The variants of the table above: ``(number-keeps-its-space tokenizer, early drill rows, recall share)``.
-VARIANTS: dict[str, tuple[bool, bool, float]] = {
-    "gpt4_8x8": (False, False, 0.0),  # the course's learner preset
-    "course_8x8": (True, False, 0.0),
-    "course_early12": (True, True, 0.0),
-    "course_recall": (True, True, 0.5),
-    "course_recall01": (True, True, 0.1),
+#: The variants of the table above: the tokenizer's number rule (``spaced``: a number keeps its space, the
+#: course regex; otherwise GPT-4's), the share of drills with a world question (``recall``), the share of
+#: one-off people born in a world town (``towns``) and fields of the learner preset replaced (``train``).
+_EARLY12 = {"early_drill_rows": 12, "early_frac": 0.5, "decay_drill_rows": 4}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "gpt4_8x8": {},  # the course's learner preset
+    "course_8x8": {"spaced": True},
+    "course_early12": {"spaced": True, "train": _EARLY12},
+    "course_recall": {"spaced": True, "train": _EARLY12, "recall": 0.5},
+    "course_recall01": {"spaced": True, "train": _EARLY12, "recall": 0.1},
+    "course_towns": {"spaced": True, "train": _EARLY12, "towns": 0.7},
+    "course_decay50_towns": {"spaced": True, "train": {"decay_frac": 0.5}, "towns": 0.7},
+    "course_decay70_towns": {"spaced": True, "train": {"decay_frac": 0.7}, "towns": 0.7},
 }
 
 
@@ -124,16 +130,19 @@ def build(name: str) -> Path:
 
     if name not in VARIANTS:
         raise SystemExit(f"Unknown variant {name!r}: choose one of {', '.join(VARIANTS)}.")
-    spaced, early, recall = VARIANTS[name]
-    if spaced:
+    variant = VARIANTS[name]
+    recall, towns = variant.get("recall", 0.0), variant.get("towns", 0.0)
+    if variant.get("spaced"):
         tokenizer.TokenizerConfig = dataclasses.make_dataclass(
             "TokenizerConfig", [("pattern", str, dataclasses.field(default=bpe.SPACED_NUMBERS_PATTERN))],
             bases=(tokenizer.TokenizerConfig,))
-    if recall:
+    if recall or towns:  # new defaults, with the fields' metadata (so the keys are the course's own)
+        meta = {f.name: f.metadata for f in dataclasses.fields(drills.DrillConfig)}
         drills.DrillConfig = dataclasses.make_dataclass(
-            "DrillConfig", [("recall", float, dataclasses.field(default=recall))], bases=(drills.DrillConfig,))
-    overrides = {"early_drill_rows": 12, "early_frac": 0.5, "decay_drill_rows": 4} if early else {}
-    return load_or_build_base_model(**overrides)
+            "DrillConfig", [("recall", float, dataclasses.field(default=recall, metadata=meta["recall"])),
+                            ("world_towns", float, dataclasses.field(default=towns, metadata=meta["world_towns"]))],
+            bases=(drills.DrillConfig,))
+    return load_or_build_base_model(**variant.get("train", {}))
 
 
 def table(results: dict[str, Any]) -> str:

@@ -73,10 +73,18 @@ def config_dict(config: Any) -> dict[str, Any]:
     """A configuration as a plain JSON-able dict (dataclasses and dicts accepted)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         data = dataclasses.asdict(config)
-        # A knob added after artifacts were built (``field(metadata={"key_if_set": True})``) joins the
-        # key only when set away from its default, so the artifacts built before it keep their keys.
+        # A knob added after artifacts were built joins the key only when set away from the value
+        # that those artifacts implied, so they keep their keys: ``field(metadata={"key_unless": v})``
+        # leaves the field out of the key while it equals ``v`` (even after the default changes);
+        # ``metadata={"key_if_set": True}`` is the same with ``v`` the field's default.
         for f in dataclasses.fields(config):
-            if f.metadata.get("key_if_set") and getattr(config, f.name) == f.default:
+            if "key_unless" in f.metadata:
+                neutral = f.metadata["key_unless"]
+            elif f.metadata.get("key_if_set"):
+                neutral = f.default
+            else:
+                continue
+            if getattr(config, f.name) == neutral:
                 data.pop(f.name, None)
     elif isinstance(config, dict):
         data = dict(config)

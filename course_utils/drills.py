@@ -65,9 +65,9 @@ class DrillConfig:
     world_syllables: float = 0.5  # share of drills whose names use the world's syllables (the rest: q/x/z marks)
     max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%; capped)
     # share of drills that also ask about a world fact the passage does not name (0: none; see recall_lines)
-    recall: float = field(default=0.0, metadata={"key_if_set": True})
+    recall: float = field(default=0.0, metadata={"key_unless": 0.0})
     # share of one-off people born in a town of the world (a seen one) instead of an invented town
-    world_towns: float = field(default=0.0, metadata={"key_if_set": True})
+    world_towns: float = field(default=0.0, metadata={"key_unless": 0.0})
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 

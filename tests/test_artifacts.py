@@ -151,3 +151,25 @@ def test_a_knob_added_later_keeps_old_keys_until_it_is_set():
 
     assert config_key(New()) == config_key(Old())  # artifacts built before the knob stay cached
     assert config_key(New(extra=0.5)) != config_key(Old())
+
+
+def test_a_knob_whose_default_changes_joins_the_key_with_its_new_default():
+    import dataclasses as dc
+
+    @dc.dataclass
+    class Before:
+        size: int = 3
+        extra: float = dc.field(default=0.0, metadata={"key_unless": 0.0})
+
+    @dc.dataclass
+    class After:  # the same knob, its default changed: artifacts built before must not be reused
+        size: int = 3
+        extra: float = dc.field(default=0.7, metadata={"key_unless": 0.0})
+
+    @dc.dataclass
+    class Older:
+        size: int = 3
+
+    assert config_key(Before()) == config_key(Older())
+    assert config_key(After()) != config_key(Before())
+    assert config_key(After(extra=0.0)) == config_key(Before())
