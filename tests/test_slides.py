@@ -51,6 +51,10 @@ def test_decks_build_to_html(tmp_path):
         html = out / f"{nb.stem}.html"
         assert html.exists(), f"no HTML for {nb.stem}: {proc.stderr}"
         assert html.stat().st_size > 10_000 and "<section" in html.read_text()
+        # a `---` right under a line of text is a heading's underline, not a new slide: the two slides merge
+        slides = _slides((ROOT / "slides" / f"{nb.stem}.md").read_text())
+        assert len(re.findall(r"<section\b", html.read_text())) == slides, \
+            f"{nb.stem}: Marp made fewer slides than the deck's `---` lines: leave a blank line above each `---`"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
