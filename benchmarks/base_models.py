@@ -100,18 +100,22 @@ def measure(path: str, n: int = 60, seed: int = 2024) -> dict[str, Any]:
 
 
 #: The variants of the table above: the tokenizer's number rule (``spaced``: a number keeps its space, the
-#: course regex; otherwise GPT-4's), the share of drills with a world question (``recall``), the share of
-#: one-off people born in a world town (``towns``) and fields of the learner preset replaced (``train``).
+#: course regex; otherwise GPT-4's), fields of ``DrillConfig`` replaced (``drills``: ``recall``, the share of
+#: drills with a world question; ``world_towns``, the share of one-off people born in a world town;
+#: ``numbers``, the share of drills that ask their numbers first) and fields of the learner preset
+#: replaced (``train``).
 _EARLY12 = {"early_drill_rows": 12, "early_frac": 0.5, "decay_drill_rows": 4}
 VARIANTS: dict[str, dict[str, Any]] = {
     "gpt4_8x8": {},  # the course's learner preset
     "course_8x8": {"spaced": True},
     "course_early12": {"spaced": True, "train": _EARLY12},
-    "course_recall": {"spaced": True, "train": _EARLY12, "recall": 0.5},
-    "course_recall01": {"spaced": True, "train": _EARLY12, "recall": 0.1},
-    "course_towns": {"spaced": True, "train": _EARLY12, "towns": 0.7},
-    "course_decay50_towns": {"spaced": True, "train": {"decay_frac": 0.5}, "towns": 0.7},
-    "course_decay70_towns": {"spaced": True, "train": {"decay_frac": 0.7}, "towns": 0.7},
+    "course_recall": {"spaced": True, "train": _EARLY12, "drills": {"recall": 0.5}},
+    "course_recall01": {"spaced": True, "train": _EARLY12, "drills": {"recall": 0.1}},
+    "course_towns": {"spaced": True, "train": _EARLY12, "drills": {"world_towns": 0.7}},
+    "course_decay50_towns": {"spaced": True, "train": {"decay_frac": 0.5}, "drills": {"world_towns": 0.7}},
+    "course_decay70_towns": {"spaced": True, "train": {"decay_frac": 0.7}, "drills": {"world_towns": 0.7}},
+    "course_decay50_numbers": {"spaced": True, "train": {"decay_frac": 0.5},
+                               "drills": {"world_towns": 0.7, "numbers": 0.5}},
 }
 
 
@@ -131,17 +135,15 @@ def build(name: str) -> Path:
     if name not in VARIANTS:
         raise SystemExit(f"Unknown variant {name!r}: choose one of {', '.join(VARIANTS)}.")
     variant = VARIANTS[name]
-    recall, towns = variant.get("recall", 0.0), variant.get("towns", 0.0)
     if variant.get("spaced"):
         tokenizer.TokenizerConfig = dataclasses.make_dataclass(
             "TokenizerConfig", [("pattern", str, dataclasses.field(default=bpe.SPACED_NUMBERS_PATTERN))],
             bases=(tokenizer.TokenizerConfig,))
-    if recall or towns:  # new defaults, with the fields' metadata (so the keys are the course's own)
+    if variant.get("drills"):  # new defaults, with the fields' metadata (so the keys are the course's own)
         meta = {f.name: f.metadata for f in dataclasses.fields(drills.DrillConfig)}
         drills.DrillConfig = dataclasses.make_dataclass(
-            "DrillConfig", [("recall", float, dataclasses.field(default=recall, metadata=meta["recall"])),
-                            ("world_towns", float, dataclasses.field(default=towns, metadata=meta["world_towns"]))],
-            bases=(drills.DrillConfig,))
+            "DrillConfig", [(k, float, dataclasses.field(default=v, metadata=meta[k]))
+                            for k, v in variant["drills"].items()], bases=(drills.DrillConfig,))
     return load_or_build_base_model(**variant.get("train", {}))
 
 

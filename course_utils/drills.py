@@ -68,6 +68,8 @@ class DrillConfig:
     recall: float = field(default=0.0, metadata={"key_unless": 0.0})
     # share of one-off people born in a town of the world (a seen one) instead of an invented town
     world_towns: float = field(default=0.0, metadata={"key_unless": 0.0})
+    # share of drills that ask their numbers (years, populations) first
+    numbers: float = field(default=0.0, metadata={"key_unless": 0.0})
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 
@@ -113,7 +115,7 @@ def recall_lines(world: World) -> list[tuple[str, str]]:
 
 def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None, max_entities: int = 3,
                   recall: tuple[str, str] | None = None, towns: list[str] | None = None,
-                  world_towns: float = 0.0) -> str:
+                  world_towns: float = 0.0, numbers: float = 0.0) -> str:
     """One reading drill about 1 to ``max_entities`` (at most 3) one-off entities named by ``forge``
     (see the module docstring).
 
@@ -124,7 +126,8 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
     (or inventing) a name after every "was born in". ``towns``, ``world_towns``: a one-off person is
     born in one of ``towns`` (the world's seen towns) with probability ``world_towns``, as the
     world's unseen people are, so that the drills do not teach that an invented name follows
-    "was born in".
+    "was born in". ``numbers``: the probability that the drill asks its entities' numbers (years,
+    populations) before any other fact.
     """
     style = style or rng.choice(DRILL_STYLES)
     if style not in DRILL_STYLES:
@@ -138,7 +141,10 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
     # 2-5 facts asked about, each of a random entity of the drill
     asked = [(x, a) for x in xs for a in x.facts]
     rng.shuffle(asked)
+    if numbers and rng.random() < numbers:  # the numbers first: more digits copied after their first chunk
+        asked.sort(key=lambda xa: not xa[0].facts[xa[1]].isdigit())
     asked = asked[: rng.randrange(2, min(5, len(asked)) + 1)]
+
     def with_recall(lines: list[str], line: str | None) -> list[str]:
         if recall is not None and line is not None:
             lines.insert(rng.randrange(len(lines) + 1), line)
@@ -191,7 +197,7 @@ def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] |
         forge = name_forge(rng, world_syllables, avoid)
         extra = rng.choice(recall) if cfg.recall and recall and rng.random() < cfg.recall else None
         docs.append(reading_drill(rng, forge, max_entities=cfg.max_entities, recall=extra, towns=towns,
-                                  world_towns=cfg.world_towns))
+                                  world_towns=cfg.world_towns, numbers=cfg.numbers))
     return docs
 
 

@@ -268,3 +268,13 @@ def test_world_towns_give_one_off_people_a_seen_birthplace_and_leave_the_default
             born["world" if place in towns else "invented"] += 1
     share = born["world"] / (born["world"] + born["invented"])
     assert 0.6 < share < 0.8, born
+
+
+def test_numbers_first_asks_more_numbers_and_leaves_the_default_unchanged():
+    def numbers_asked(docs):  # the question-and-answer lines that restate a number
+        return sum(len(re.findall(r"^A: .*\d", d, re.M)) for d in docs if "\nQ: " in d)
+
+    base = drill_documents(300, DrillConfig(seed=5))
+    assert drill_documents(40, DrillConfig(seed=5, numbers=0.0)) == base[:40]
+    more = drill_documents(300, DrillConfig(seed=5, numbers=1.0))
+    assert numbers_asked(more) > 1.3 * numbers_asked(base)
