@@ -1,7 +1,7 @@
 # The course's commands. On a fresh machine two are enough:
 #   make lab    set up .venv and open JupyterLab on notebooks/
 #   make test   set up .venv and run every test, notebooks included (fast mode)
-# Others: make setup | course | slides | lock | clean | help
+# Others: make setup | course | slides | chromium | lock | clean | help
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -17,12 +17,15 @@ KERNEL_NAME   ?= llm-course
 LAB_PORT      ?= 8888
 # Per-cell time limit when the tests execute notebooks (fast mode), seconds.
 NB_CELL_TIMEOUT ?= 600
+# The browser Marp prints the PDF decks with: CHROME_PATH if set, else the first of these on PATH.
+CHROME := $(or $(CHROME_PATH),$(shell command -v chromium chromium-browser google-chrome google-chrome-stable 2>/dev/null | head -n1))
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 STAMP := $(VENV)/.course-installed
 # Idle OpenMP threads sleep instead of spinning (a shared 2-core CPU thrashes otherwise).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup lab test test-unit test-notebooks test-learner-short course slides lock clean
+.PHONY: help setup lab test test-unit test-notebooks test-learner-short course slides chromium lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -76,13 +79,25 @@ course: setup ## every notebook in learner mode (copies and a time/memory table 
 	$(BIN)/course results --update
 	$(BIN)/course figures build/notebooks/[0-9][0-9]_*.ipynb --out slides/img
 
-slides: ## redraw the decks' diagrams (slides/diagrams.py), then build the Marp decks to HTML in build/slides/ (needs Node.js and npm)
+slides: ## redraw the decks' diagrams (slides/diagrams.py), then build the Marp decks to HTML and PDF in build/slides/ (needs Node.js, npm and Chromium)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python slides/diagrams.py; \
 	else echo "[slides] no $(VENV) yet (make setup): keeping the committed diagrams in slides/img/"; fi
 	@command -v npm >/dev/null || { echo "make slides needs Node.js and npm (https://nodejs.org)"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	node_modules/.bin/marp --html --input-dir slides --output build/slides
-	@echo "[slides] HTML decks in build/slides/"
+	@mkdir -p build/slides && cp -R slides/img build/slides/
+	@echo "[slides] HTML decks in build/slides/ (with their pictures in build/slides/img/)"
+	@test -n "$(CHROME)" || { echo "[slides] the PDF decks need Chromium or Chrome: make chromium (Debian/Ubuntu), or install one and set CHROME_PATH"; exit 1; }
+	CHROME_PATH=$(CHROME) node_modules/.bin/marp --pdf --allow-local-files --input-dir slides --output build/slides
+	@echo "[slides] PDF decks in build/slides/ (printed with $(CHROME))"
+
+chromium: ## install the operating system's Chromium for the PDF decks if no Chromium or Chrome is found (apt-get: Debian/Ubuntu)
+	@if [ -n "$(CHROME)" ]; then echo "[chromium] using $(CHROME)"; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "[chromium] installing Debian's chromium with apt-get (about 110 MB)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	    || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-browser >/dev/null; \
+	else echo "[chromium] no apt-get here: install Chromium or Chrome yourself (macOS: brew install --cask chromium) and set CHROME_PATH"; exit 1; fi
 
 lock: setup ## regenerate requirements-lock.txt from the current .venv (after changing pins)
 	@{ sed -n '1,3p' requirements-lock.txt; $(BIN)/pip freeze --exclude-editable | grep -v -E '^(torch|course.utils)=='; } > requirements-lock.txt.new

@@ -1,11 +1,12 @@
 """One Marp deck per notebook, 10-20 slides, the images they show exist, the diagrams are
-slides/diagrams.py's output, and the decks build to HTML."""
+slides/diagrams.py's output, and the decks build to HTML and print to PDF."""
 
 import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,15 +33,7 @@ def test_each_notebook_has_its_deck(nb):
 
 
 def test_decks_build_to_html(tmp_path):
-    marp = ROOT / "node_modules" / ".bin" / "marp"
-    if not marp.exists():
-        if shutil.which("npm") is None:
-            if os.environ.get("CI"):
-                pytest.fail("npm is needed to build the slides (make slides)")
-            pytest.skip("Node.js/npm not installed: decks are built with `make slides`")
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, check=True, timeout=600
-        )
+    marp = _marp()
     out = tmp_path / "slides"
     proc = subprocess.run(
         [str(marp), "--html", "--input-dir", str(ROOT / "slides"), "--output", str(out)],
@@ -55,6 +48,52 @@ def test_decks_build_to_html(tmp_path):
         slides = _slides((ROOT / "slides" / f"{nb.stem}.md").read_text())
         assert len(re.findall(r"<section\b", html.read_text())) == slides, \
             f"{nb.stem}: Marp made fewer slides than the deck's `---` lines: leave a blank line above each `---`"
+
+
+def _marp() -> Path:
+    """Marp from node_modules, installed by `npm ci` if needed (skips, or fails under CI, without npm)."""
+    marp = ROOT / "node_modules" / ".bin" / "marp"
+    if not marp.exists():
+        if shutil.which("npm") is None:
+            if os.environ.get("CI"):
+                pytest.fail("npm is needed to build the slides (make slides)")
+            pytest.skip("Node.js/npm not installed: decks are built with `make slides`")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, check=True, timeout=600)
+    return marp
+
+
+def _pdf_pages_and_images(data: bytes) -> tuple[int, int]:
+    """Pages and embedded raster images of a PDF (its object streams inflated; no PDF library needed)."""
+    import zlib
+
+    text = data
+    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            text += zlib.decompress(m.group(1))
+        except zlib.error:
+            pass
+    return len(re.findall(rb"/Type\s*/Page(?![s\w])", text)), len(re.findall(rb"/Subtype\s*/Image", text))
+
+
+def test_a_deck_prints_to_pdf_with_every_slide_and_picture(tmp_path):
+    """`make slides` prints the decks to PDF with the system's Chromium (`make chromium` installs it; CI does)."""
+    chrome = os.environ.get("CHROME_PATH") or next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+         if shutil.which(n)), None)
+    if chrome is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium for the PDF decks: .ci/run installs it with `make chromium`")
+        pytest.skip("no Chromium or Chrome here: `make chromium` installs it (PDF decks only)")
+    deck = ROOT / "slides" / "07_data_preparation.md"
+    out = tmp_path / "deck.pdf"
+    proc = subprocess.run([str(_marp()), "--pdf", "--allow-local-files", str(deck), "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "CHROME_PATH": chrome})
+    assert proc.returncode == 0 and out.exists(), proc.stderr
+    data = out.read_bytes()
+    pages, images = _pdf_pages_and_images(data)
+    assert data.startswith(b"%PDF") and pages == _slides(deck.read_text()), (pages, proc.stderr)
+    shown = [src for src in _images(deck.read_text()) if src.endswith(".png")]
+    assert images >= len(shown) > 0, f"{images} pictures in the PDF, the deck shows {shown}"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
