@@ -108,6 +108,33 @@ def _add_notebooks(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_notebooks)
 
 
+def _cmd_prebuild(args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    if args.fast:
+        os.environ["COURSE_FAST"] = "1"  # before any stage reads its settings
+    from course_utils.prebuild import format_table, prebuild, rows_as_dicts
+    from course_utils.settings import get_settings
+
+    settings = get_settings()
+    rows = prebuild(args.artifacts or None, settings)
+    if not args.json:
+        print(f"{settings.mode} mode, cache {settings.cache_dir}\n{format_table(rows)}")
+    return {"mode": settings.mode, "cache_dir": str(settings.cache_dir), "artifacts": rows_as_dicts(rows),
+            "built": sum(r.status == "built" for r in rows), "_quiet": True}
+
+
+def _add_prebuild(sub: argparse._SubParsersAction) -> None:
+    from course_utils.prebuild import PLAN
+
+    p = _command(sub, "prebuild", "build every artifact the notebooks need (before a class): a line per artifact, "
+                                  "then a table of what is cached")
+    p.add_argument("artifacts", nargs="*", metavar="ARTIFACT",
+                   help=f"only these (default: all, in order): {', '.join(s.name for s in PLAN)}")
+    p.add_argument("--fast", action="store_true", help="fast-mode artifacts (also when COURSE_FAST=1 is set)")
+    p.set_defaults(func=_cmd_prebuild)
+
+
 def _cmd_figures(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
@@ -508,6 +535,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_artifacts,
     _add_notebooks,
     _add_figures,
+    _add_prebuild,
     _add_map,
     _add_results,
     _add_pretrain,

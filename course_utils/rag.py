@@ -383,6 +383,7 @@ class RagIndex:
                              f". Build it again with `course rag index PATH --out {folder}`.")
         self._embedder, self._bm25 = embedder, None
         self.files, self.update = dict(meta.get("files", {})), {}
+        self.folder = folder  # where it was loaded from (course prebuild reports the cached artifact)
         return self
 
 
