@@ -135,6 +135,27 @@ def _add_prebuild(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_prebuild)
 
 
+def _cmd_instructor(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.instructor import ONE_DAY, TWO_DAYS, agenda_markdown, stale_blocks, update_doc
+
+    changed = update_doc() if args.update else False
+    stale = stale_blocks()
+    if not args.json:
+        print(f"## One day\n\n{agenda_markdown(ONE_DAY)}\n\n## Two days\n\n{agenda_markdown(TWO_DAYS)}\n")
+        print("docs/instructor.md " + ("updated" if changed else "is up to date" if not stale else
+                                       f"is stale ({', '.join(stale)}): run `course instructor --update`"))
+    return {"changed": changed, "stale": stale, "one_day": agenda_markdown(ONE_DAY),
+            "two_days": agenda_markdown(TWO_DAYS), "_quiet": True}
+
+
+def _add_instructor(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "instructor", "the workshop agendas from the measured learner-mode times; --update rewrites "
+                                    "the generated parts of docs/instructor.md")
+    p.add_argument("--update", action="store_true", help="rewrite docs/instructor.md's generated blocks (agendas, "
+                                                         "pre-build list, room, answers)")
+    p.set_defaults(func=_cmd_instructor)
+
+
 def _cmd_figures(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
@@ -536,6 +557,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_notebooks,
     _add_figures,
     _add_prebuild,
+    _add_instructor,
     _add_map,
     _add_results,
     _add_pretrain,
