@@ -343,14 +343,24 @@ def _mulmod(x, a):
 
 
 def near_duplicate_pairs(texts: list[str], threshold: float = 0.5, *, num_perm: int = 128, bands: int = 32,
-                         ngram: int = 5, seed: int = 0) -> list[tuple[int, int, float]]:
+                         ngram: int = 5, seed: int = 0, cache: dict[str, Any] | None = None
+                         ) -> list[tuple[int, int, float]]:
     """Pairs ``(i, j, estimated_jaccard)`` of texts whose MinHash similarity is at least
     ``threshold``. Candidates come from locality-sensitive hashing (``bands`` bands of
     ``num_perm // bands`` rows: texts that agree on a whole band), so the cost grows with
-    the number of texts, not with its square."""
+    the number of texts, not with its square. ``cache``: a dict of signatures by text (see
+    :func:`prepare`); only texts it lacks are hashed, and their signatures are added to it."""
     import numpy as np
 
-    sigs = minhash_signatures([shingles(t, ngram) for t in texts], num_perm=num_perm, seed=seed)
+    if cache is None:
+        sigs = minhash_signatures([shingles(t, ngram) for t in texts], num_perm=num_perm, seed=seed)
+    else:
+        keys = [f"minhash:{num_perm}:{ngram}:{seed}:{_digest(t)}" for t in texts]
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        fresh = minhash_signatures([shingles(texts[i], ngram) for i in todo], num_perm=num_perm, seed=seed)
+        for i, sig in zip(todo, fresh):
+            cache[keys[i]] = [int(v) for v in sig]
+        sigs = np.array([cache[k] for k in keys], dtype=np.uint64).reshape(len(texts), num_perm)
     rows = num_perm // bands
     candidates: set[tuple[int, int]] = set()
     for band in range(bands):
@@ -370,12 +380,13 @@ def near_duplicate_pairs(texts: list[str], threshold: float = 0.5, *, num_perm: 
 
 
 def deduplicate(docs: list[Document], *, near_threshold: float = 0.5, near: bool = True,
-                seed: int = 0) -> tuple[list[Document], dict[str, str], dict[str, int]]:
+                seed: int = 0, cache: dict[str, Any] | None = None
+                ) -> tuple[list[Document], dict[str, str], dict[str, int]]:
     """Drop exact and near-duplicate documents, keeping the first of each group.
 
     Returns ``(kept, removed, counts)``: ``removed`` maps each dropped id to the id it
     duplicates (so a retriever can credit the kept copy), ``counts`` has ``exact`` and
-    ``near``.
+    ``near``. ``cache``: MinHash signatures of earlier runs (:func:`near_duplicate_pairs`).
     """
     seen: dict[str, str] = {}
     removed: dict[str, str] = {}
@@ -390,7 +401,7 @@ def deduplicate(docs: list[Document], *, near_threshold: float = 0.5, near: bool
     counts = {"exact": len(removed), "near": 0}
     if near and len(first) > 1:
         drop: dict[int, int] = {}
-        for i, j, _ in near_duplicate_pairs([d.text for d in first], near_threshold, seed=seed):
+        for i, j, _ in near_duplicate_pairs([d.text for d in first], near_threshold, seed=seed, cache=cache):
             if i not in drop and j not in drop:
                 drop[j] = i
         for j, i in drop.items():
@@ -492,25 +503,53 @@ class PrepResult:
     duplicates: dict[str, str]  # removed document id -> kept document id
     problems: list[str]  # files skipped, one sentence each
     stats: list[dict[str, Any]]  # one row per step: step, documents, characters, removed
+    seconds: dict[str, float] = field(default_factory=dict)  # time of each stage: aggregate, cleanse, ...
+    cache: dict[str, Any] = field(default_factory=dict)  # cleansed texts and signatures, for the next run
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 def prepare(source: str | Path | list[Document] | None = None, config: PrepConfig | None = None, *,
-            tokenizer: Any = None, verbose: bool = True) -> PrepResult:
+            tokenizer: Any = None, verbose: bool = True, progress: bool | None = False,
+            cache: dict[str, Any] | None = None) -> PrepResult:
     """Aggregate, cleanse, deduplicate and chunk a folder (default: the course store), or
     documents already read by :func:`aggregate` (copied, so they can be prepared again
-    with another configuration)."""
+    with another configuration).
+
+    ``progress``: a bar over the files being cleansed (None: when there are more than 200).
+    ``cache``: what an earlier run returned as ``result.cache`` (``course rag index`` keeps it
+    in the index folder): a file whose content did not change is not cleansed again and its
+    MinHash signature is reused, so an update after editing one file of a big manual spends
+    its time on that file. ``result.seconds`` has the time of each stage.
+    """
     import copy
+    import time
+
+    from tqdm.auto import tqdm
 
     cfg = config or PrepConfig()
+    old, cache = cache or {}, {}  # only what this run used is passed on: deleted files drop out
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
     if isinstance(source, list):
         docs, problems = [copy.copy(d) for d in source], []
     else:
         docs, problems = aggregate(source, verbose=verbose)
     stats = [{"step": "aggregate", "documents": len(docs), "characters": sum(len(d.raw) for d in docs)}]
+    seconds["aggregate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if cfg.cleanse:
         totals = {"markup": 0, "unicode": 0, "whitespace": 0}
-        for d in docs:
-            sizes = cleanse(d, unicode=cfg.unicode)
+        show = len(docs) > 200 if progress is None else progress
+        for d in tqdm(docs, desc=f"cleansing {len(docs)} files", unit="file", disable=not show):
+            key = f"clean:{int(cfg.unicode)}:{d.id}:{_digest(d.raw)}"
+            if key in old:
+                d.text, d.title, sizes = old[key]["text"], old[key]["title"], old[key]["sizes"]
+            else:
+                sizes = cleanse(d, unicode=cfg.unicode)
+            cache[key] = {"text": d.text, "title": d.title, "sizes": sizes}
             for k in totals:
                 totals[k] += sizes[k]
         labels = {"markup": "cleanse markup and boilerplate", "unicode": "normalise Unicode",
@@ -525,6 +564,9 @@ def prepare(source: str | Path | list[Document] | None = None, config: PrepConfi
         for d in docs:
             d.text = d.raw
             d.title = d.meta.get("title", "")
+    seconds["cleanse"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    signatures = {k: v for k, v in old.items() if k.startswith("minhash:")}
     duplicates: dict[str, str] = {}
     if cfg.dedup_exact:
         docs, removed, _ = deduplicate(docs, near=False, seed=cfg.seed)
@@ -533,7 +575,13 @@ def prepare(source: str | Path | list[Document] | None = None, config: PrepConfi
                       "characters": sum(len(d.text) for d in docs)})
     if cfg.dedup_near:
         # the exact pass inside finds nothing new when dedup_exact ran; otherwise it is part of "near"
-        docs, removed, _ = deduplicate(docs, near=True, near_threshold=cfg.near_threshold, seed=cfg.seed)
+        hashed = [d.text for d in docs]
+        docs, removed, _ = deduplicate(docs, near=True, near_threshold=cfg.near_threshold, seed=cfg.seed,
+                                       cache=signatures)
+        for text in hashed:  # the signatures this run used, for the next one
+            key = f"minhash:128:5:{cfg.seed}:{_digest(text)}"
+            if key in signatures:
+                cache[key] = signatures[key]
         duplicates.update(removed)
         for k, v in duplicates.items():
             while v in duplicates:
@@ -541,12 +589,16 @@ def prepare(source: str | Path | list[Document] | None = None, config: PrepConfi
             duplicates[k] = v
         stats.append({"step": "remove near-duplicates", "documents": len(docs),
                       "characters": sum(len(d.text) for d in docs)})
+    seconds["deduplicate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     chunks = chunk_documents(docs, by=cfg.chunk_by, size=cfg.chunk_size, overlap=cfg.chunk_overlap,
                              tokenizer=tokenizer, title_prefix=cfg.title_prefix)
+    seconds["chunk"] = time.perf_counter() - t0
     stats.append({"step": f"chunk ({cfg.chunk_by}, size {cfg.chunk_size}, overlap {cfg.chunk_overlap})",
                   "documents": len(docs), "characters": sum(len(c.text) for c in chunks), "chunks": len(chunks)})
     prev = None
     for row in stats:
         row["removed"] = 0 if prev is None else prev - row["characters"]
         prev = row["characters"]
-    return PrepResult(documents=docs, chunks=chunks, duplicates=duplicates, problems=problems, stats=stats)
+    return PrepResult(documents=docs, chunks=chunks, duplicates=duplicates, problems=problems, stats=stats,
+                      seconds={k: round(v, 3) for k, v in seconds.items()}, cache=cache)

@@ -294,3 +294,22 @@ def test_a_page_without_sections_chunks_as_before():
     assert chunk.text == "Kithka Kithka lies on the river Bemfal. Founded: 1402." and "section" not in chunk.meta
     assert tidy_chunk("a\n  b   c\n\nd") == "a b c d"  # prose: one line, single spaces, as chunks always were
     assert tidy_chunk("x = 1\n    y = 2\n```\nafter", in_code=True) == "```\nx = 1\n    y = 2\n```\nafter"
+
+
+def test_prepare_reuses_the_cleansing_of_unchanged_files(tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "json.html").write_text(SPHINX, encoding="utf-8")
+    (tmp_path / "kithka.html").write_text(HTML, encoding="utf-8")
+    first = prep.prepare(tmp_path, verbose=False)
+    assert set(first.seconds) == {"aggregate", "cleanse", "deduplicate", "chunk"}
+    cache = json.loads(json.dumps(first.cache))  # what an index folder keeps between runs
+    cleansed = []
+    real = prep.cleanse
+    monkeypatch.setattr(prep, "cleanse", lambda d, **kw: cleansed.append(d.id) or real(d, **kw))
+    (tmp_path / "kithka.html").write_text(HTML.replace("1402", "1403"), encoding="utf-8")
+    second = prep.prepare(tmp_path, verbose=False, cache=cache)
+    assert cleansed == ["kithka.html"]  # the unchanged manual page came from the cache
+    fresh = prep.prepare(tmp_path, verbose=False)
+    assert [c.to_dict() for c in second.chunks] == [c.to_dict() for c in fresh.chunks]
+    assert second.stats == fresh.stats and len(second.cache) == len(first.cache)
