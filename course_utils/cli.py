@@ -361,9 +361,13 @@ def _cmd_rag(args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "index":
         from course_utils.prep import PrepConfig
 
+        t0 = time.perf_counter()
+        if args.url and args.store != "qdrant":
+            raise ValueError("--url names a Qdrant server: add --store qdrant.")
         prep = PrepConfig(chunk_by=args.chunk_by, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
         config = IndexConfig(prep=prep, embedder=args.embedder, kind=args.kind,
-                             folder=str(Path(args.path).resolve()) if args.path else None)
+                             folder=str(Path(args.path).resolve()) if args.path else None, store=args.store,
+                             url=args.url, collection=args.collection)
         out = Path(args.out)
         reuse = None
         if (out / "meta.json").exists() and not args.rebuild:
@@ -372,24 +376,33 @@ def _cmd_rag(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{out} was embedded with {reuse.config.embedder!r}: building it anew with {args.embedder!r}")
                 reuse = None
         checkpoint = out.with_name(out.name + ".embedding.npz")  # what an interrupted build already embedded
-        t0 = time.perf_counter()
-        index = build_index(args.path, config, reuse=reuse, checkpoint=checkpoint)
-        index.save(out)
+        index = build_index(args.path, config, reuse=reuse, checkpoint=checkpoint, precision=args.precision,
+                            progress=None if args.json else True)
+        t1 = time.perf_counter()
+        index.save(out, progress=None if args.json else True)
+        stages = {**index.seconds, "save": round(time.perf_counter() - t1, 3)}
         checkpoint.unlink(missing_ok=True)
         update = index.update
+        seconds = time.perf_counter() - t0
         if not args.json:
             print(f"{out}: {len(index)} chunks; embedded {update['embedded']} new chunk texts, reused "
                   f"{update['reused']}" + (f", resumed {update['resumed']} from an interrupted build"
-                                            if update.get("resumed") else "") + f" ({time.perf_counter() - t0:.1f} s)")
+                                            if update.get("resumed") else "") + f" ({seconds:.1f} s)")
             if "files_added" in update:
                 print(f"files added {len(update['files_added'])}, changed {len(update['files_changed'])}, deleted "
                       f"{len(update['files_deleted'])}; chunks removed {update['chunks_removed']}")
+            if "store" in update:
+                s = update["store"]
+                print(f"qdrant ({args.url or 'local, ' + str(out / 'qdrant')}): points written {s['written']}, "
+                      f"deleted {s['deleted']}, kept {s['kept']}")
+            print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
         return {"index": str(out), "chunks": len(index), "documents": len({c.doc_id for c in index.chunks}),
-                "duplicates_removed": len(index.duplicates), "kind": args.kind, "embedder": args.embedder,
-                "update": update, "seconds": round(time.perf_counter() - t0, 2)}
+                "duplicates_removed": len(index.duplicates), "kind": args.kind, "store": args.store,
+                "embedder": args.embedder, "precision": args.precision, "update": update, "stages": stages,
+                "seconds": round(seconds, 2)}
     from course_utils.rag_chain import ask, load_llm
 
-    index = RagIndex.load(args.index)
+    index = RagIndex.load(args.index)  # FAISS or Qdrant: whichever store it was built with
     llm = None
     if not args.no_generate:
         if args.model:
@@ -400,6 +413,8 @@ def _cmd_rag(args: argparse.Namespace) -> dict[str, Any]:
             model_dir = load_or_build_sft_model()
         llm = load_llm(model_dir, max_new_tokens=args.max_new_tokens)
     result = ask(args.question, index, llm, k=args.k, method=args.method, max_new_tokens=args.max_new_tokens)
+    result["store"] = index.config.store
+    index.close()
     if not args.json:
         print(f"answer: {result['answer']}" if llm is not None else "retrieval only (--no-generate)")
         print(f"cited: {', '.join(result['cited_ids']) or '-'}")
@@ -419,6 +434,14 @@ def _add_rag(sub: argparse._SubParsersAction) -> None:
                                                          "document store)")
     i.add_argument("--out", required=True, help="folder to write the index to")
     i.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="FAISS index type (default flat)")
+    i.add_argument("--store", default="faiss", choices=["faiss", "qdrant"],
+                   help="vector store: faiss (default) or qdrant (Qdrant's embedded local mode in OUT/qdrant, or "
+                        "the server at --url); `course rag ask --index OUT` then uses it")
+    i.add_argument("--url", default=None, help="with --store qdrant: a Qdrant server's URL, e.g. "
+                                               "http://localhost:6333 (API key from $QDRANT_API_KEY)")
+    i.add_argument("--collection", default="course", help="with --store qdrant: the collection's name (default course)")
+    i.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="embedding precision: auto (bf16 where this CPU really has it, measured), bf16 or fp32")
     i.add_argument("--embedder", default="all-MiniLM-L6-v2",
                    help="sentence-transformers model id or folder (default: the packaged all-MiniLM-L6-v2)")
     i.add_argument("--chunk-by", default="chars", choices=["chars", "tokens"], help="chunk size unit")

@@ -6,7 +6,8 @@ calls :func:`ask`. Retrieval itself (FAISS, BM25, hybrid, metrics) is in
 
 - :func:`hf_embeddings` / :func:`langchain_vectorstore`: langchain-community's ``FAISS``
   store over ``HuggingFaceEmbeddings`` of the same sentence-transformers model, filled with
-  the vectors already computed (no second encoding), inner product on unit vectors.
+  the vectors already computed (no second encoding), inner product on unit vectors; for an
+  index built with ``store="qdrant"``, langchain-qdrant's ``QdrantVectorStore`` over its collection.
 - :func:`load_llm`: the SFT model (a transformers folder) as a langchain-huggingface
   ``HuggingFacePipeline`` (greedy, stops at the end of the assistant turn).
 - :func:`rag_chain`: ``retriever | prompt | model | parser`` in LCEL; the prompt is the
@@ -72,15 +73,19 @@ def hf_embeddings(name: str | None = None):
 
 
 def langchain_vectorstore(index: RagIndex, embeddings=None):
-    """A langchain-community ``FAISS`` store holding ``index``'s chunks and vectors.
+    """LangChain's vector store over ``index``'s chunks and vectors: langchain-community's ``FAISS``
+    for a FAISS index, langchain-qdrant's ``QdrantVectorStore`` over its collection for a Qdrant index
+    (``IndexConfig(store="qdrant")``). Either way ``as_retriever()`` gives the same passages.
 
     Metadata of each LangChain ``Document``: ``id``, ``doc_id``, ``source``, ``position``
     and the chunk's other fields; scores are inner products (cosine similarity).
     """
+    embeddings = embeddings or hf_embeddings(index.config.embedder)
+    if index.config.store == "qdrant":
+        return index.qdrant.langchain(embeddings)
     from langchain_community.vectorstores import FAISS
     from langchain_community.vectorstores.utils import DistanceStrategy
 
-    embeddings = embeddings or hf_embeddings(index.config.embedder)
     pairs = [(c.text, v.tolist()) for c, v in zip(index.chunks, index.vectors)]
     metas = [{k: v for k, v in c.to_dict().items() if k != "text"} for c in index.chunks]
     return FAISS.from_embeddings(pairs, embeddings, metadatas=metas, ids=[c.id for c in index.chunks],

@@ -365,3 +365,132 @@ def test_embed_precisions_agree(embedder):
     assert np.array_equal(auto, fp32) or np.array_equal(auto, bf16)  # auto picks one of the two
     with pytest.raises(ValueError, match="precision"):
         embed(texts, embedder, precision="fp8")
+
+
+# ----------------------------------------------------------------------------- Qdrant behind the same retriever
+
+QUERIES = ["Which river does Kithka lie on?", "Where was Warath Trernbri born?", "What must every trader sell by?",
+           "Which guild gathers the tanners?"]
+
+
+def _qdrant_twin(index, embedder, **kw):
+    from dataclasses import replace
+
+    return RagIndex(index.chunks, index.vectors, replace(index.config, store="qdrant", **kw), index.duplicates,
+                    embedder=embedder)
+
+
+def test_qdrant_gives_the_faiss_hits_with_filters_and_is_saved_loaded_and_updated(index, embedder, tmp_path):
+    q = _qdrant_twin(index, embedder)
+    for method in rag.METHODS:
+        ours, theirs = index.search(QUERIES, 3, method=method), q.search(QUERIES, 3, method=method)
+        assert [[h["id"] for h in r] for r in ours] == [[h["id"] for h in r] for r in theirs], method
+        assert np.allclose([h["score"] for r in ours for h in r], [h["score"] for r in theirs for h in r], atol=1e-4)
+    for store in (index, q):  # a metadata filter: only the chunks of the documents asked for
+        hits = store.search("Which river does Kithka lie on?", 3, where={"doc_id": ["river-1", "guild-1"]})
+        assert [h["doc_id"] for h in hits] == ["river-1", "guild-1"]
+        assert store.search("Kithka", 2, method="hybrid", where={"doc_id": "town-1"})[0]["doc_id"] == "town-1"
+    hnsw = RagIndex(index.chunks, index.vectors, IndexConfig(kind="hnsw"), embedder=embedder)
+    assert hnsw.search("Kithka", 5, where={"doc_id": "guild-1"})[0]["doc_id"] == "guild-1"
+
+    folder = q.save(tmp_path / "idx")
+    assert q.update["store"] == {"written": len(FACTS), "deleted": 0, "kept": 0}
+    assert (folder / "qdrant").is_dir() and not (folder / "index.faiss").exists()
+    back = RagIndex.load(folder, embedder=embedder)
+    assert back.config.store == "qdrant" and back.bm25_avgdl == pytest.approx(q.bm25_avgdl)
+    assert [h["id"] for h in back.search(QUERIES[0], 3)] == [h["id"] for h in index.search(QUERIES[0], 3)]
+    new = Chunk(id="festival-1#0", text="The Lantern Fair is held in Kithka every June.", doc_id="festival-1",
+                source="docs/festival-1.md", position=0)
+    back.add([new])  # a database: the new point is written into the collection at once
+    assert back.search("When is the Lantern Fair held?", 1)[0]["id"] == "festival-1#0"
+    assert back.qdrant.count() == len(FACTS) + 1
+    back.save(folder)  # the chunk list follows; the collection already holds every point
+    assert back.update["store"] == {"written": 0, "deleted": 0, "kept": len(FACTS) + 1}
+    again = RagIndex.load(folder, embedder=embedder)
+    assert again.qdrant.count() == len(FACTS) + 1
+    again.close()
+    import shutil
+
+    shutil.rmtree(folder / "qdrant")
+    with pytest.raises(FileNotFoundError, match="qdrant missing"):
+        RagIndex.load(folder)
+    with pytest.raises(ValueError, match="Unknown vector store"):
+        RagIndex(index.chunks, index.vectors, IndexConfig(store="pinecone"))
+
+
+def test_qdrant_hybrid_and_langchains_qdrant_store(index, embedder):
+    from langchain_qdrant import QdrantVectorStore
+
+    from course_utils.rag_chain import hf_embeddings, langchain_vectorstore
+
+    q = _qdrant_twin(index, embedder)
+    vecs = q.embed_queries(QUERIES)
+    native = q.qdrant.search_hybrid(vecs, QUERIES, q.sparse(), 3, depth=50, rrf_k=60)
+    ours = index.search(QUERIES, 3, method="hybrid")
+    assert [r[0][0] for r in native] == [r[0]["id"] for r in ours]  # Qdrant's fusion finds the same best chunk
+    sparse = q.sparse().embed_documents(["Kithka Kithka river"])[0]
+    assert len(sparse.indices) == 2 and sparse.values[0] != sparse.values[1]  # BM25 term weights, by frequency
+
+    embeddings = hf_embeddings()
+    store = langchain_vectorstore(q, embeddings)
+    assert isinstance(store, QdrantVectorStore)
+    docs = store.similarity_search_with_score(QUERIES[0], k=3)
+    assert [d.metadata["id"] for d, _ in docs] == [h["id"] for h in index.search(QUERIES[0], 3)]
+    assert docs[0][1] == pytest.approx(index.search(QUERIES[0], 1)[0]["score"], abs=1e-4)
+    retriever = store.as_retriever(search_kwargs={"k": 2, "filter": rag_filter({"doc_id": "guild-1"})})
+    assert [d.metadata["doc_id"] for d in retriever.invoke("tanners")] == ["guild-1"]
+    hybrid = q.qdrant.langchain(embeddings, hybrid=q.sparse())
+    assert hybrid.similarity_search(QUERIES[1], k=1)[0].metadata["id"] == "person-1#0"
+    with pytest.raises(ValueError, match="keeps its vectors in FAISS"):
+        index.qdrant
+
+
+def rag_filter(where):
+    from course_utils.vectordb import qdrant_filter
+
+    return qdrant_filter(where)
+
+
+def test_a_qdrant_server_is_the_same_code_by_url(index, embedder, tmp_path, monkeypatch):
+    import qdrant_client
+
+    seen = []
+    server = qdrant_client.QdrantClient(":memory:")  # stands in for http://qdrant.example:6333
+
+    def connect(**kw):
+        seen.append(kw)
+        return server
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", connect)
+    q = _qdrant_twin(index, embedder, url="http://qdrant.example:6333", collection="docs")
+    assert q.search(QUERIES[0], 1)[0]["id"] == index.search(QUERIES[0], 1)[0]["id"]
+    assert seen[0]["url"] == "http://qdrant.example:6333" and server.collection_exists("docs")
+    folder = q.save(tmp_path / "idx")
+    assert not (folder / "qdrant").exists()  # the points live on the server; the folder keeps chunks and vectors
+    back = RagIndex.load(folder, embedder=embedder)
+    assert back.config.url == "http://qdrant.example:6333"
+    assert back.search(QUERIES[1], 1)[0]["id"] == "person-1#0" and len(seen) == 2
+
+
+def test_cli_rag_index_with_qdrant_and_stage_times(tmp_path, capsys):
+    from course_utils.cli import main
+
+    docs = tmp_path / "docs"
+    _write_docs(docs, FACTS)
+    out = tmp_path / "idx"
+    assert main(["rag", "index", str(docs), "--out", str(out), "--store", "qdrant", "--json"]) == 0
+    built = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert built["store"] == "qdrant" and built["update"]["store"]["written"] == len(FACTS)
+    assert {"aggregate", "cleanse", "deduplicate", "chunk", "embed", "index", "save"} <= set(built["stages"])
+    assert (out / "qdrant").is_dir()
+    assert main(["rag", "ask", "Which river does Kithka lie on?", "--index", str(out), "--no-generate", "--json",
+                 "--method", "dense", "--k", "1"]) == 0
+    asked = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert asked["store"] == "qdrant" and asked["retrieved"][0]["id"] == "town-1.md#0"
+    (docs / "river-1.md").unlink()
+    assert main(["rag", "index", str(docs), "--out", str(out), "--store", "qdrant", "--json"]) == 0
+    updated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert updated["update"]["store"] == {"written": 0, "deleted": 1, "kept": len(FACTS) - 1}
+    assert updated["update"]["embedded"] == 0  # nothing new to embed: the model is not even loaded
+    assert main(["rag", "index", str(docs), "--out", str(out), "--url", "http://localhost:6333", "--json"]) == 2
+    assert "--store qdrant" in capsys.readouterr().err
