@@ -1,7 +1,7 @@
 # The course's commands. On a fresh machine two are enough:
 #   make lab    set up .venv and open JupyterLab on notebooks/
 #   make test   set up .venv and run every test, notebooks included (fast mode)
-# Others: make setup | course | slides | chromium | lock | clean | help
+# Others: make setup | course | slides | site | chromium | lock | clean | help
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -17,6 +17,8 @@ KERNEL_NAME   ?= llm-course
 LAB_PORT      ?= 8888
 # Per-cell time limit when the tests execute notebooks (fast mode), seconds.
 NB_CELL_TIMEOUT ?= 600
+# Executed notebooks the site is built from (make course writes them here, in learner mode).
+SITE_NOTEBOOKS ?= build/notebooks
 # The browser Marp prints the PDF decks with: CHROME_PATH if set, else the first of these on PATH.
 CHROME := $(or $(CHROME_PATH),$(shell command -v chromium chromium-browser google-chrome google-chrome-stable 2>/dev/null | head -n1))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -25,7 +27,7 @@ STAMP := $(VENV)/.course-installed
 # Idle OpenMP threads sleep instead of spinning (a shared 2-core CPU thrashes otherwise).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup lab test test-unit test-notebooks test-learner-short course slides chromium lock clean
+.PHONY: help setup lab test test-unit test-notebooks test-learner-short course slides site chromium lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -61,11 +63,16 @@ test-unit: ## unit tests of course_utils, data, CLI, notebook shape and slides
 	COURSE_FAST=1 $(BIN)/pytest -q tests
 
 # Notebooks run last-numbered first, in an empty artifact cache: each notebook then has to
-# build whatever earlier stage it needs by itself, which proves it runs alone.
-test-notebooks: ## execute every notebook in fast mode with nbval, newest first, empty cache
+# build whatever earlier stage it needs by itself, which proves it runs alone. Then `course prebuild`
+# must find every artifact already cached (its plan is what the notebooks use), and the course site is
+# built from the outputs nbval produced (tests/nbval_outputs.py keeps them) with every page checked.
+test-notebooks: ## execute every notebook in fast mode with nbval, newest first, empty cache; then prebuild finds all cached, and the site builds from their outputs
 	@cache=$$(mktemp -d -t course-cache-XXXX); trap 'rm -rf "$$cache"' EXIT; \
-	COURSE_FAST=1 COURSE_CACHE=$$cache $(BIN)/pytest -q -p no:cacheprovider --nbval-lax \
-	  --nbval-current-env --nbval-cell-timeout=$(NB_CELL_TIMEOUT) $$(ls -r notebooks/[0-9][0-9]_*.ipynb)
+	COURSE_FAST=1 COURSE_CACHE=$$cache COURSE_NB_OUTPUTS=$$cache/executed $(BIN)/python -m pytest -q \
+	  -p no:cacheprovider -p tests.nbval_outputs --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=$(NB_CELL_TIMEOUT) $$(ls -r notebooks/[0-9][0-9]_*.ipynb) && \
+	COURSE_FAST=1 COURSE_CACHE=$$cache $(BIN)/course prebuild --expect-cached 2>/dev/null && \
+	$(BIN)/course site --executed $$cache/executed --out $$cache/site
 
 # Notebooks whose learner mode takes about two minutes or less run in learner mode too, in their own empty
 # cache; their figures go to that cache, never over the committed results/.
@@ -98,6 +105,13 @@ chromium: ## install the operating system's Chromium for the PDF decks if no Chr
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
 	    || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-browser >/dev/null; \
 	else echo "[chromium] no apt-get here: install Chromium or Chrome yourself (macOS: brew install --cask chromium) and set CHROME_PATH"; exit 1; fi
+
+site: setup ## the course site in build/site/ (course map, every notebook with its outputs, decks, instructor pack, search) from make course's executed notebooks
+	@if ls $(SITE_NOTEBOOKS)/[0-9][0-9]_*.ipynb >/dev/null 2>&1; then src=$(SITE_NOTEBOOKS); else \
+	  echo "[site] no executed notebooks in $(SITE_NOTEBOOKS) (make course writes them, in learner mode): executing them in fast mode first (about 5-10 minutes)"; \
+	  $(BIN)/course notebooks --fast --out build/site-nb || echo "[site] some notebooks failed in fast mode: their pages show the error"; \
+	  src=build/site-nb/notebooks; fi; \
+	$(BIN)/course site --executed $$src --out build/site
 
 lock: setup ## regenerate requirements-lock.txt from the current .venv (after changing pins)
 	@{ sed -n '1,3p' requirements-lock.txt; $(BIN)/pip freeze --exclude-editable | grep -v -E '^(torch|course.utils)=='; } > requirements-lock.txt.new

@@ -120,8 +120,12 @@ def _cmd_prebuild(args: argparse.Namespace) -> dict[str, Any]:
     rows = prebuild(args.artifacts or None, settings)
     if not args.json:
         print(f"{settings.mode} mode, cache {settings.cache_dir}\n{format_table(rows)}")
+    built = [r.artifact for r in rows if r.status == "built"]
+    if args.expect_cached and built:
+        print(f"course prebuild: {', '.join(built)} had to be built: the cache was not complete",
+              file=sys.stderr if args.json else sys.stdout)
     return {"mode": settings.mode, "cache_dir": str(settings.cache_dir), "artifacts": rows_as_dicts(rows),
-            "built": sum(r.status == "built" for r in rows), "_quiet": True}
+            "built": len(built), "_quiet": True, "_exit": 1 if args.expect_cached and built else 0}
 
 
 def _add_prebuild(sub: argparse._SubParsersAction) -> None:
@@ -132,6 +136,8 @@ def _add_prebuild(sub: argparse._SubParsersAction) -> None:
     p.add_argument("artifacts", nargs="*", metavar="ARTIFACT",
                    help=f"only these (default: all, in order): {', '.join(s.name for s in PLAN)}")
     p.add_argument("--fast", action="store_true", help="fast-mode artifacts (also when COURSE_FAST=1 is set)")
+    p.add_argument("--expect-cached", action="store_true", help="exit with status 1 if any artifact had to be built "
+                                                                "(checks that a copied cache is complete)")
     p.set_defaults(func=_cmd_prebuild)
 
 
@@ -154,6 +160,29 @@ def _add_instructor(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--update", action="store_true", help="rewrite docs/instructor.md's generated blocks (agendas, "
                                                          "pre-build list, room, answers)")
     p.set_defaults(func=_cmd_instructor)
+
+
+def _cmd_site(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.site import build_site
+
+    result = build_site(args.executed, args.out, slides=args.slides)
+    if not args.json:
+        done = "built" if result["ok"] else "FAILED"
+        print(f"site {done} in {result['seconds']:.0f} s from {result['mode']}-mode notebooks: {result['index']}")
+        for page in result["missing"]:
+            print(f"  missing: {page}")
+        result["_quiet"] = True
+    return result
+
+
+def _add_site(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "site", "build the course site (Sphinx + MyST-NB) from executed notebooks, without running "
+                              "them: course map, notebook pages, decks, instructor pack, search")
+    p.add_argument("--executed", default=None, help="folder of executed notebooks (default build/notebooks, "
+                                                    "what make course writes)")
+    p.add_argument("--out", default=None, help="output folder (default build/site)")
+    p.add_argument("--slides", default=None, help="folder of built decks to link (default build/slides)")
+    p.set_defaults(func=_cmd_site)
 
 
 def _cmd_figures(args: argparse.Namespace) -> dict[str, Any]:
@@ -581,6 +610,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_figures,
     _add_prebuild,
     _add_instructor,
+    _add_site,
     _add_map,
     _add_results,
     _add_pretrain,

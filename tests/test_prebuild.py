@@ -80,6 +80,11 @@ def test_cli_prints_progress_to_stderr_and_the_table_as_json(monkeypatch, capsys
     assert main(["prebuild"]) == 0
     out, _ = capsys.readouterr()
     assert "| tiny-index |" in out and "| **2 artifacts** | | 0 built |" in out
+    assert main(["prebuild", "--expect-cached"]) == 0
+    monkeypatch.setattr(prebuild, "PLAN", prebuild.PLAN + (prebuild.Step("tiny-new", "10", lambda s: load_or_build(
+        "tiny-new", {}, lambda f: None, settings=s, verbose=False)),))
+    assert main(["prebuild", "--expect-cached"]) == 1
+    assert "tiny-new had to be built" in capsys.readouterr().out
     assert main(["prebuild", "--json", "nope"]) == 2
     assert "No artifact nope" in json.loads(capsys.readouterr().out.splitlines()[-1])["error"]
 
