@@ -282,14 +282,17 @@ class QdrantStore:
                 store.close()
         scratch = _scratch()
         target = scratch / "qdrant" if scratch is not None else path
-        store = cls.local(target, collection)
         try:
-            done = store.sync(records, vectors, sparse, progress=progress)
+            store = cls.local(target, collection)
+            try:
+                done = store.sync(records, vectors, sparse, progress=progress)
+            finally:
+                store.close()
+            if scratch is not None:
+                shutil.copytree(target, path)
         finally:
-            store.close()
-        if scratch is not None:
-            shutil.copytree(target, path)
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         return done
 
     def search(self, vectors: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[list[tuple[str, float]]]:
