@@ -68,10 +68,10 @@ def embed(
     which is what FAISS's inner-product indexes rank by. A progress bar shows when
     there are more than a few batches (or when ``progress=True``).
 
-    ``precision``: ``"auto"`` runs the model under bf16 autocast where this machine's bf16 matmuls are
-    really faster (:func:`course_utils.hardware.autocast_dtype` measures it: AVX512-BF16, AMX, GPUs), else
-    in fp32; ``"bf16"`` or ``"fp32"`` force one. On a 2-core AVX512-BF16 CPU bf16 embedded the course
-    store about twice as fast at the same recall@5 (``python -m benchmarks.embed_throughput``).
+    ``precision``: ``"auto"`` runs the model under bf16 autocast where this machine really embeds
+    faster in bf16 (a CPU with AVX512-BF16 or AMX, :func:`_cpu_embed_dtype`; a GPU with bf16), else in fp32;
+    ``"bf16"`` or ``"fp32"`` force one. On a 2-core AVX512-BF16 CPU bf16 embedded the course store about
+    twice as fast at the same recall@5 (``python -m benchmarks.embed_throughput``).
     """
     import contextlib
 
@@ -83,7 +83,10 @@ def embed(
     if isinstance(texts, str):
         raise TypeError("embed() takes a list of texts; wrap a single text as [text].")
     device = model.device.type
-    dtype = autocast_dtype(device, precision) if device in ("cpu", "cuda") else torch.float32
+    if precision == "auto" and device == "cpu":
+        dtype = _cpu_embed_dtype()
+    else:
+        dtype = autocast_dtype(device, precision) if device in ("cpu", "cuda") else torch.float32
     amp = torch.autocast(device, dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
     show = progress if progress is not None else len(texts) > 4 * batch_size
     with amp:
@@ -95,3 +98,25 @@ def embed(
             show_progress_bar=show,
         )
     return np.asarray(vectors, dtype=np.float32)  # unit length: encode normalises in float32, under autocast too
+
+
+def _cpu_embed_dtype():
+    """bf16 where the CPU has native bf16 (the ``avx512_bf16`` or ``amx_bf16`` flag in /proc/cpuinfo), fp32 where
+    it has not (oneDNN would emulate bf16, slower than fp32); where the flags cannot be read (not Linux),
+    :func:`course_utils.hardware.autocast_dtype`'s matmul measurement decides.
+
+    The flags, not a measurement, where they exist: on a 2-core machine shared with a training run the
+    512^3 matmul test judged bf16 no faster in some processes while MiniLM embedded 1.5-1.7x faster in it.
+    """
+    import torch
+
+    from course_utils.hardware import autocast_dtype
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    if not flags:
+        return autocast_dtype("cpu", "auto")
+    return torch.bfloat16 if flags & {"avx512_bf16", "amx_bf16"} else torch.float32

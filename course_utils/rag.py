@@ -499,16 +499,23 @@ class RagIndex:
                 f"{folder} is not a course index (no meta.json). Build one with `course rag index PATH --out {folder}`.")
         try:
             meta = json.loads((folder / "meta.json").read_text())
-            cfg = dict(meta["config"])
-            cfg["prep"] = PrepConfig(**cfg["prep"])
-            config = IndexConfig(**cfg)
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{folder / 'meta.json'} is not a course index's metadata ({exc}).") from None
-        store = {"faiss": ["index.faiss"], "qdrant": [] if config.url else ["qdrant"]}.get(config.store, [])
+        except json.JSONDecodeError:
+            meta = None
+        cfg = meta.get("config") if isinstance(meta, dict) else None
+        cfg = cfg if isinstance(cfg, dict) else {}
+        store = {"faiss": ["index.faiss"], "qdrant": [] if cfg.get("url") else ["qdrant"]}.get(cfg.get("store", "faiss"), [])
         missing = [n for n in (*store, "vectors.npy", "chunks.jsonl") if not (folder / n).exists()]
         if missing:
             raise FileNotFoundError(f"The index in {folder} is incomplete: {', '.join(missing)} missing. "
                                     f"Build it again with `course rag index PATH --out {folder}`.")
+        try:
+            if meta is None:
+                raise ValueError("not JSON")
+            cfg = dict(meta["config"])
+            cfg["prep"] = PrepConfig(**cfg["prep"])
+            config = IndexConfig(**cfg)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{folder / 'meta.json'} is not a course index's metadata ({exc}).") from None
         chunks = []
         for n, line in enumerate((folder / "chunks.jsonl").read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():

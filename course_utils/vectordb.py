@@ -235,6 +235,10 @@ class QdrantStore:
         from qdrant_client import models
         from tqdm.auto import tqdm
 
+        if self.exists():
+            dense = self.client.get_collection(self.collection).config.params.vectors
+            if not isinstance(dense, dict) or DENSE not in dense or dense[DENSE].size != vectors.shape[1]:
+                self.client.delete_collection(self.collection)  # another embedder's collection: start again
         if not self.exists():
             self._create(int(vectors.shape[1]))
         have = self.keys()
@@ -268,21 +272,16 @@ class QdrantStore:
                     *, collection: str = "course", start_from: str | Path | None = None,
                     progress: bool | None = None) -> dict[str, int]:
         """Write the collection into folder ``path`` (local mode), starting from a copy of the collection
-        folder ``start_from`` when given (an update writes only what changed). A new collection is built
-        in memory-backed /dev/shm where there is one, then copied: local mode commits every point to
-        SQLite, which on a disk costs ~10 ms a point."""
+        folder ``start_from`` when given (an update writes only what changed). The work is done in
+        memory-backed /dev/shm where there is one, then copied: local mode commits every point to
+        SQLite, which on a disk costs milliseconds a point."""
         path = Path(path)
-        if start_from is not None and Path(start_from).exists():
-            close_local(start_from)
-            shutil.copytree(start_from, path)
-            store = cls.local(path, collection)
-            try:
-                return store.sync(records, vectors, sparse, progress=progress)
-            finally:
-                store.close()
         scratch = _scratch()
         target = scratch / "qdrant" if scratch is not None else path
         try:
+            if start_from is not None and Path(start_from).exists():
+                close_local(start_from)
+                shutil.copytree(start_from, target)
             store = cls.local(target, collection)
             try:
                 done = store.sync(records, vectors, sparse, progress=progress)

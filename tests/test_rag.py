@@ -367,6 +367,19 @@ def test_embed_precisions_agree(embedder):
         embed(texts, embedder, precision="fp8")
 
 
+def test_auto_precision_follows_the_cpus_bf16_flags():
+    import torch
+
+    from course_utils.embed import _cpu_embed_dtype
+
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags here: autocast_dtype's measurement decides")
+    native = bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    assert _cpu_embed_dtype() == (torch.bfloat16 if native else torch.float32)
+
+
 # ----------------------------------------------------------------------------- Qdrant behind the same retriever
 
 QUERIES = ["Which river does Kithka lie on?", "Where was Warath Trernbri born?", "What must every trader sell by?",
