@@ -115,8 +115,11 @@ def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _mlflow():
-    """Import MLflow (only when a run starts), with its usage telemetry off unless asked for."""
+    """Import MLflow (only when a run starts), with its usage telemetry off and its INFO lines (creating
+    the store's tables, ...) quiet unless asked for (``MLFLOW_LOGGING_LEVEL``): a learner's command
+    prints its own lines, and an error stays one sentence."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import mlflow
 
     return mlflow
