@@ -67,3 +67,23 @@ def test_embed_throughput_rows(tmp_path):
     rows = run(["fp32-2", "bf16-2"], folder=str(tmp_path))
     assert [r["setting"] for r in rows] == ["fp32-2", "bf16-2"] and rows[0]["speedup"] == 1.0
     assert all(r["chunks"] == 3 and r["chunks_per_s"] > 0 and "recall@5" not in r for r in rows)
+
+
+def test_bench_vectorstores_compares_faiss_and_qdrant_on_a_tiny_index(tmp_path):
+    from benchmarks.bench_vectorstores import compare
+    from course_utils.rag import IndexConfig, build_index
+
+    docs = {"json.html": "The json module: dumps(obj, indent=4) pretty-prints a dictionary.",
+            "asyncio-task.html": "asyncio.gather runs coroutines concurrently and waits for all of them.",
+            "csv.html": "csv.writer(f).writerow(values) writes one row of a CSV file."}
+    for name, text in docs.items():
+        (tmp_path / name).write_text(f"<html><body><main><h1>{name}</h1><p>{text}</p></main></body></html>")
+    index = build_index(tmp_path, IndexConfig(folder=str(tmp_path)), progress=False)
+    questions = [{"question": "How do I pretty-print JSON?", "gold_doc_ids": ["json.html"], "scope": "json"},
+                 {"question": "How do I write a CSV row?", "gold_doc_ids": ["csv.html"], "scope": "csv"}]
+    result = compare(index, questions, name="tiny", repeats=1, depth=5)
+    stores = {r["store"]: r for r in result["stores"]}
+    assert set(stores) == {"FAISS flat", "Qdrant local"}
+    assert stores["Qdrant local"]["recall@5 vs flat"] == 1.0 and stores["FAISS flat"]["gold recall@5"] == 1.0
+    assert all(r["recall@1 with"] == 1.0 for r in result["filter"])
+    assert len(result["hybrid"]) == 6 and all(0 <= r["gold recall@5"] <= 1 for r in result["hybrid"])
