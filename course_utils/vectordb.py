@@ -141,11 +141,20 @@ def close_local(path: str | Path) -> None:
         client.close()
 
 
+def _close_all() -> None:
+    for key in list(_LOCAL):
+        close_local(key)
+
+
 def _open_local(path: Path):
     from qdrant_client import QdrantClient
 
     key = str(path.resolve())
     if key not in _LOCAL:
+        if not _LOCAL:  # close them before the interpreter tears down the modules their __del__ needs
+            import atexit
+
+            atexit.register(_close_all)
         try:
             _LOCAL[key] = QdrantClient(path=key)
         except RuntimeError as exc:  # local mode's lock: another process has the folder open
