@@ -110,13 +110,9 @@ def _cpu_embed_dtype():
     """
     import torch
 
-    from course_utils.hardware import autocast_dtype
+    from course_utils.hardware import autocast_dtype, cpu_native_bf16
 
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = set(next((line for line in f if line.startswith("flags")), "").split())
-    except OSError:
-        flags = set()
-    if not flags:
+    native = cpu_native_bf16()
+    if native is None:
         return autocast_dtype("cpu", "auto")
-    return torch.bfloat16 if flags & {"avx512_bf16", "amx_bf16"} else torch.float32
+    return torch.bfloat16 if native else torch.float32

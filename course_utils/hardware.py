@@ -7,7 +7,7 @@ import time
 
 import torch
 
-__all__ = ["autocast_dtype", "measure_peak_flops"]
+__all__ = ["autocast_dtype", "cpu_native_bf16", "measure_peak_flops"]
 
 
 def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype:
@@ -33,6 +33,17 @@ def autocast_dtype(device: str, precision: str = "auto") -> torch.dtype:
         fp32 = measure_peak_flops(torch.float32, "cpu", n=512, repeats=2)
         return torch.bfloat16 if bf16 > 1.3 * fp32 else torch.float32
     return torch.float32
+
+
+def cpu_native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (the ``avx512_bf16`` or ``amx_bf16`` flag in /proc/cpuinfo);
+    None where the flags cannot be read (not Linux). Without them oneDNN emulates bf16, slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else None
 
 
 _PEAKS: dict[tuple[str, str, int], float] = {}

@@ -27,7 +27,7 @@ from course_utils.runbook import discover_notebooks, load_times
 from course_utils.settings import repo_root
 
 __all__ = ["AgendaConfig", "Exercise", "ONE_DAY", "Session", "TWO_DAYS", "agenda", "agenda_markdown",
-           "exercises", "generated_blocks", "sessions", "stale_blocks", "update_doc"]
+           "deck_slides", "exercises", "generated_blocks", "sessions", "stale_blocks", "update_doc"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,9 @@ class Exercise:
     answer: str  # Markdown (the solution inside <details>)
 
 
-def _slides(deck: Path) -> int:
-    body = deck.read_text().split("---", 2)[2]  # after the front matter
+def deck_slides(text: str) -> int:
+    """The slides of a Marp deck's text: its ``---`` lines after the front matter, plus one."""
+    body = text.split("---", 2)[2]  # after the front matter
     return len(re.findall(r"^---\s*$", body, re.M)) + 1
 
 
@@ -122,7 +123,7 @@ def sessions(config: AgendaConfig, times: dict[str, dict] | None = None) -> list
         entry = times.get(number)
         minutes = float(entry["minutes"]) if entry else float(maps[number].cpu_minutes)
         deck = repo_root() / "slides" / f"{nb.stem}.md"
-        slides = _slides(deck) if deck.exists() else 0
+        slides = deck_slides(deck.read_text()) if deck.exists() else 0
         n_ex = len(exercises(nb))
         k = min(config.exercises, n_ex)
         out.append(Session(number, maps[number].title, nb.name, slides, minutes, entry is None, n_ex,

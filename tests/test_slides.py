@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from course_utils.instructor import deck_slides, exercises as notebook_exercises
 from course_utils.runbook import discover_notebooks
 from course_utils.settings import repo_root
 
 ROOT = repo_root()
 NOTEBOOKS = discover_notebooks()
-
-
-def _slides(text: str) -> int:
-    body = text.split("---", 2)[2]  # after the front matter
-    return len(re.findall(r"^---\s*$", body, re.M)) + 1
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -28,7 +24,7 @@ def test_each_notebook_has_its_deck(nb):
     assert deck.exists(), f"{nb.name} needs its deck slides/{nb.stem}.md"
     text = deck.read_text()
     assert text.startswith("---\nmarp: true"), "a deck starts with Marp front matter"
-    assert 10 <= _slides(text) <= 20, f"{deck.name}: {_slides(text)} slides, want 10-20"
+    assert 10 <= deck_slides(text) <= 20, f"{deck.name}: {deck_slides(text)} slides, want 10-20"
     assert nb.stem[:2] in text.split("\n# ", 1)[1][:10], "first heading names the notebook number"
 
 
@@ -45,7 +41,7 @@ def test_decks_build_to_html(tmp_path):
         assert html.exists(), f"no HTML for {nb.stem}: {proc.stderr}"
         assert html.stat().st_size > 10_000 and "<section" in html.read_text()
         # a `---` right under a line of text is a heading's underline, not a new slide: the two slides merge
-        slides = _slides((ROOT / "slides" / f"{nb.stem}.md").read_text())
+        slides = deck_slides((ROOT / "slides" / f"{nb.stem}.md").read_text())
         assert len(re.findall(r"<section\b", html.read_text())) == slides, \
             f"{nb.stem}: Marp made fewer slides than the deck's `---` lines: leave a blank line above each `---`"
 
@@ -91,20 +87,16 @@ def test_a_deck_prints_to_pdf_with_every_slide_and_picture(tmp_path):
     assert proc.returncode == 0 and out.exists(), proc.stderr
     data = out.read_bytes()
     pages, images = _pdf_pages_and_images(data)
-    assert data.startswith(b"%PDF") and pages == _slides(deck.read_text()), (pages, proc.stderr)
+    assert data.startswith(b"%PDF") and pages == deck_slides(deck.read_text()), (pages, proc.stderr)
     shown = [src for src in _images(deck.read_text()) if src.endswith(".png")]
     assert images >= len(shown) > 0, f"{images} pictures in the PDF, the deck shows {shown}"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_each_deck_lists_its_exercises(nb):
-    import json
-
-    cells = json.loads(nb.read_text())["cells"]
-    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    if "## Exercises" not in text:
+    exercises = notebook_exercises(nb)
+    if not exercises:
         pytest.skip(f"{nb.name} has no exercises")
-    exercises = re.findall(r"^\d+\. ", text.split("## Exercises", 1)[1].split("<details>", 1)[0], re.M)
     deck = (ROOT / "slides" / f"{nb.stem}.md").read_text()
     listed = deck.split("Exercises", 1)[1] if "Exercises" in deck else ""
     assert listed, f"{nb.stem}: the deck should list the notebook's exercises"
