@@ -55,9 +55,9 @@ GPT4_SPLIT_PATTERN = (
 #: (`` 1838`` is `` 183`` + ``8``, not `` `` + ``183`` + ``8``), as a word does. With a bare space
 #: before every number, the token that precedes each number's first digits is the same space
 #: everywhere, so a model copying a number from a passage cannot tell the numbers apart by
-#: what comes before them. An option of the course tokenizer (``TokenizerConfig.pattern``), not its
-#: default: notebook 01 shows the two splits, ``benchmarks/base_models.py`` compares base models built
-#: with each, and on its own it did not make the learner model copy numbers.
+#: what comes before them. The course tokenizer's default (``TokenizerConfig.pattern``): notebook 01
+#: shows the two splits, ``benchmarks/base_models.py`` compares base models built with each (on its own
+#: it did not make the learner model copy numbers; with drills that ask numbers first it did).
 SPACED_NUMBERS_PATTERN = GPT4_SPLIT_PATTERN.replace(r"|\p{N}{1,3}|", r"| ?\p{N}{1,3}|")
 
 

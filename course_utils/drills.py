@@ -66,10 +66,12 @@ class DrillConfig:
     max_entities: int = 3  # a drill is about 1..max_entities one-off entities (1: 50%, 2: 35%, 3: 15%; capped)
     # share of drills that also ask about a world fact the passage does not name (0: none; see recall_lines)
     recall: float = field(default=0.0, metadata={"key_unless": 0.0})
-    # share of one-off people born in a town of the world (a seen one) instead of an invented town
-    world_towns: float = field(default=0.0, metadata={"key_unless": 0.0})
-    # share of drills that ask their numbers (years, populations) first
-    numbers: float = field(default=0.0, metadata={"key_unless": 0.0})
+    # share of one-off people born in a town of the world (a seen one) instead of an invented town, as the
+    # world's unseen people are: copying "was born in X" must not teach the model to invent X
+    world_towns: float = field(default=0.7, metadata={"key_unless": 0.0})
+    # share of drills that ask their numbers (years, populations) first: more digits copied after a
+    # number's first chunk, so the model learns to continue a number, not only to find it
+    numbers: float = field(default=0.5, metadata={"key_unless": 0.0})
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 

@@ -142,8 +142,9 @@ def _preset(model: GPTConfig, **train: Any) -> TrainConfig:
 
 
 #: Named configurations. ``learner`` trains in about 15 minutes on a 2-core CPU with bf16 (half of
-#: every batch reading drills, so that the model learns to read a passage; benchmarks/reading_recipe.py
-#: measured the recipe); ``fast`` only proves the code runs; ``gpu`` is for a learner with a GPU.
+#: every batch reading drills, so that the model learns to read a passage, and the rate decayed over the
+#: last half of the run, when copying appears; benchmarks/base_models.py measured the recipe);
+#: ``fast`` only proves the code runs; ``gpu`` is for a learner with a GPU.
 PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "tiny": lambda: _preset(
         GPTConfig(vocab_size=512, max_seq_len=32, n_layer=2, n_head=2, d_model=32, ffn_hidden=96),
@@ -158,7 +159,7 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "learner": lambda: _preset(
         GPTConfig(max_seq_len=256, n_layer=4, n_head=4, d_model=256, ffn_hidden=688),
         batch_size=8, drill_rows=8, max_steps=1500, warmup_steps=30, eval_every=100, eval_batches=16,
-        checkpoint_every=100, lr=3e-3, schedule="wsd", decay_frac=0.2, compile=True,
+        checkpoint_every=100, lr=3e-3, schedule="wsd", decay_frac=0.5, compile=True,
     ),
     "gpu": lambda: _preset(
         GPTConfig(max_seq_len=512, n_layer=8, n_head=8, d_model=512, ffn_hidden=1376),

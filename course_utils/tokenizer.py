@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course_utils.artifacts import load_or_build
-from course_utils.bpe import GPT4_SPLIT_PATTERN
+from course_utils.bpe import GPT4_SPLIT_PATTERN, SPACED_NUMBERS_PATTERN
 from course_utils.settings import Settings, get_settings
 
 __all__ = [
@@ -77,7 +77,7 @@ class TokenizerConfig:
 
     vocab_size: int = 4096  # total ids: 256 bytes + merges + special tokens
     min_frequency: int = 2  # a pair must occur this often to be merged
-    pattern: str = GPT4_SPLIT_PATTERN  # pre-tokenization regex (course_utils.bpe; SPACED_NUMBERS_PATTERN is the option)
+    pattern: str = SPACED_NUMBERS_PATTERN  # pre-tokenization regex (course_utils.bpe; GPT-4's own is GPT4_SPLIT_PATTERN)
     source: str | None = None  # corpus source passed to data.load_corpus (None: the course world)
     max_documents: int | None = None  # train on the first N documents only (None: all)
 

@@ -253,10 +253,12 @@ def test_recall_questions_are_an_option_that_leaves_the_default_stream_unchanged
     assert not any(name in a for _, a in lines for name in unseen)
 
 
-def test_world_towns_give_one_off_people_a_seen_birthplace_and_leave_the_default_unchanged(world):
+def test_world_towns_give_one_off_people_a_seen_birthplace_and_off_ignore_the_towns(world):
     avoid = world_name_words(world)
     towns = [e.name for e in world.of_kind("town", seen=True)]
-    assert drill_documents(40, DrillConfig(), avoid, None, towns) == drill_documents(40, DrillConfig(), avoid)
+    off = DrillConfig(world_towns=0.0)
+    assert drill_documents(40, off, avoid, None, towns) == drill_documents(40, off, avoid)
+    assert drill_documents(40, DrillConfig(), avoid, None, towns) != drill_documents(40, DrillConfig(), avoid)
     unseen = {e.name for e in world.entities if not e.seen}
     assert not unseen & set(towns)
     born = {"world": 0, "invented": 0}
@@ -270,11 +272,13 @@ def test_world_towns_give_one_off_people_a_seen_birthplace_and_leave_the_default
     assert 0.6 < share < 0.8, born
 
 
-def test_numbers_first_asks_more_numbers_and_leaves_the_default_unchanged():
+def test_numbers_first_asks_more_numbers_the_more_it_is_set():
     def numbers_asked(docs):  # the question-and-answer lines that restate a number
         return sum(len(re.findall(r"^A: .*\d", d, re.M)) for d in docs if "\nQ: " in d)
 
-    base = drill_documents(300, DrillConfig(seed=5))
+    base = drill_documents(300, DrillConfig(seed=5, numbers=0.0))
     assert drill_documents(40, DrillConfig(seed=5, numbers=0.0)) == base[:40]
+    default = drill_documents(300, DrillConfig(seed=5))  # numbers first half the time
     more = drill_documents(300, DrillConfig(seed=5, numbers=1.0))
     assert numbers_asked(more) > 1.3 * numbers_asked(base)
+    assert numbers_asked(base) < numbers_asked(default) < numbers_asked(more)
