@@ -155,6 +155,10 @@ def evaluate_model(model_spec: str | Path, questions: list[dict[str, Any]], *, s
         model, tokenizer, source = load_for_eval(str(model_spec), settings)
     elif tokenizer is None:
         raise ValueError("Pass the tokenizer with a loaded model: evaluate_model(..., model=m, tokenizer=tok).")
+    if str(model_spec) == "rag" and index is None:
+        from course_utils.rag import load_or_build_index
+
+        index = load_or_build_index(settings=settings)
     return _evaluate_loaded(model_spec, questions, settings=settings, config=config, model=model,
                             tokenizer=tokenizer, index=index, embedder=embedder, label=label,
                             source=str(source) if source is not None else None)

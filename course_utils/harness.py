@@ -119,13 +119,10 @@ def summarize(table, metrics: Sequence[str] | None = None, n_boot: int = 1000, c
     return pd.DataFrame(rows, columns=["metric", "mean", "low", "high", "n"])
 
 
-def _rag_prompts(questions, tokenizer, model, settings, config: EvalConfig, index=None):
-    """Retrieve for each question and fill the RAG chain's prompt (``supervised.READ_PROMPT``, which is
-    ``rag_chain.PROMPT_TEMPLATE``; as many passages as fit, :func:`generation.fit_passages`), so that the RAG answer is made
-    exactly as notebook 08's chain makes it, by the same generation loop as every model."""
-    from course_utils.rag import load_or_build_index
-
-    index = index or load_or_build_index(settings=settings)
+def _rag_prompts(questions, tokenizer, model, config: EvalConfig, index):
+    """Retrieve for each question from ``index`` and fill the RAG chain's prompt (``supervised.READ_PROMPT``,
+    which is ``rag_chain.PROMPT_TEMPLATE``; as many passages as fit, :func:`generation.fit_passages`), so that
+    the RAG answer is made exactly as notebook 08's chain makes it, by the same generation loop as every model."""
     ctx = int(getattr(model.config, "max_position_embeddings", None) or 2048)
     hits = index.search([q["question"] for q in questions], config.k, method=config.method)
     convs, extra = [], []
@@ -189,8 +186,8 @@ def evaluate_model(model_spec: str | Path, questions: list[dict[str, Any]], *, s
     """Run one model over evaluation questions (or conversations) and score every answer.
 
     ``model`` and ``tokenizer``: the model to run (any causal LM with a chat template);
-    ``model_spec`` is its label, and ``"rag"`` retrieves passages from ``index`` (default: the
-    course index) and fills the RAG chain's prompt. :func:`course_utils.evaluation.evaluate_model`
+    ``model_spec`` is its label, and ``"rag"`` retrieves passages from ``index`` (a
+    :class:`course_utils.rag.RagIndex`, required) and fills the RAG chain's prompt. :func:`course_utils.evaluation.evaluate_model`
     takes a course model's name (``base``, ``sft``, ``lora``, ``dpo``, ``rag``), a folder or a hub id
     instead and loads it; this one imports no stage module, so every stage can score through it.
 
@@ -226,7 +223,10 @@ def evaluate_model(model_spec: str | Path, questions: list[dict[str, Any]], *, s
     if spec == "rag":
         if any("messages" in q for q in questions):
             raise ValueError("'rag' answers evaluation questions (load_eval records), not conversations.")
-        convs, extra, index = _rag_prompts(questions, tokenizer, model, settings, config, index)
+        if index is None:
+            raise ValueError("harness.evaluate_model('rag', ...) retrieves from index=: pass a RagIndex "
+                             "(course_utils.evaluation.evaluate_model loads the course index).")
+        convs, extra, index = _rag_prompts(questions, tokenizer, model, config, index)
     else:
         convs = [conv for conv, _, _ in prompts]
     outs = generate_answers(model, tokenizer, convs, config.max_new_tokens, config.batch_size, config.progress,

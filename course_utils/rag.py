@@ -1,27 +1,16 @@
-"""Retrieval: FAISS indexes (flat, IVF, HNSW), BM25, hybrid fusion, retrieval metrics, the course index.
+"""The course index: prepared chunks, their vectors in FAISS (or Qdrant), BM25, and dense, lexical or hybrid
+search over them; built incrementally (only new or changed files are embedded) and cached.
 
-Taught in notebook 08 (RAG with FAISS and LangChain); notebook 07 uses
-:func:`evaluate_retrieval` to measure what cleansing and chunk size do to retrieval,
-and notebooks 09-11 load the course index with :func:`load_or_build_index`. The
-LangChain chain and answer generation live in :mod:`course_utils.rag_chain`.
-
-- Dense: the chunks are embedded with :mod:`course_utils.embed` (unit vectors), so the
-  inner product is the cosine similarity; :func:`make_faiss_index` builds an exact
-  ``IndexFlatIP``, an ``IndexIVFFlat`` (k-means cells, search ``nprobe`` of them) or an
-  ``IndexHNSWFlat`` (a navigable small-world graph); :func:`compare_faiss` measures
-  recall against flat, build time, latency and memory.
-- Lexical: BM25 (``rank_bm25.BM25Okapi``) over lower-cased word tokens.
-- Hybrid: reciprocal-rank fusion (:func:`reciprocal_rank_fusion`) of the two rankings.
-- Metrics: recall@k of the gold documents and mean reciprocal rank
-  (:func:`retrieval_metrics`), on document ids (a chunk counts for its document, and a
-  removed duplicate counts as the copy that was kept).
+Taught in notebook 08 (RAG with FAISS and LangChain), and the later notebooks load the course index with
+:func:`load_or_build_index`. The search primitives (FAISS, BM25 tokens, fusion) are in
+:mod:`course_utils.search` (re-exported here), retrieval metrics in :mod:`course_utils.retrieval_eval`,
+the LangChain chain and answer generation in :mod:`course_utils.rag_chain`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from course_utils.prep import Chunk, PrepConfig, PrepResult, prepare
+from course_utils.search import (compare_faiss, faiss_search, index_bytes, make_faiss_index, reciprocal_rank_fusion,
+                                   tokenize_bm25)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,140 +31,15 @@ __all__ = [
     "source_files",
     "text_key",
     "compare_faiss",
-    "compare_preparations",
-    "evaluate_retrieval",
     "faiss_search",
     "index_bytes",
     "load_or_build_index",
     "make_faiss_index",
     "reciprocal_rank_fusion",
-    "retrieval_metrics",
     "tokenize_bm25",
 ]
 
 METHODS = ("dense", "bm25", "hybrid")
-
-
-# ----------------------------------------------------------------------------- FAISS
-
-def make_faiss_index(vectors: np.ndarray, kind: str = "flat", *, nlist: int | None = None, nprobe: int = 8,
-                     hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 64, seed: int = 0):
-    """A FAISS inner-product index over ``vectors`` (float32, unit length), filled.
-
-    ``kind``: ``"flat"`` (exact, compares the query with every vector), ``"ivf"``
-    (k-means into ``nlist`` cells, default ~4·sqrt(n); a query visits ``nprobe`` cells)
-    or ``"hnsw"`` (a graph with ``hnsw_m`` links per node; ``ef_search`` candidates kept
-    while walking it). IVF needs at least ``nlist`` vectors to train its cells.
-    """
-    import faiss
-    import numpy as np
-
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"Expected a non-empty (n, dim) array of vectors, got shape {x.shape}.")
-    n, dim = x.shape
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        nlist = nlist or max(1, min(n // 39, int(4 * n ** 0.5)))  # FAISS wants >= 39 points per cell
-        if n < nlist:
-            raise ValueError(f"IVF with nlist={nlist} needs at least {nlist} vectors to train, got {n}.")
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.cp.min_points_per_centroid = 1  # small course index: no warning spam
-        index.train(x)
-        index.nprobe = min(nprobe, nlist)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        index.hnsw.efSearch = ef_search
-    else:
-        raise ValueError(f"Unknown index kind {kind!r}: use 'flat', 'ivf' or 'hnsw'.")
-    index.add(x)
-    return index
-
-
-def faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores, ids)`` of the ``k`` nearest vectors for each query, shape ``(nq, k)``; id -1 = none."""
-    import numpy as np
-
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    return index.search(q, min(k, index.ntotal))
-
-
-def index_bytes(index) -> int:
-    """Size of ``index`` serialised (what it takes on disk and, roughly, in memory)."""
-    import faiss
-
-    return int(faiss.serialize_index(index).nbytes)
-
-
-def compare_faiss(vectors: np.ndarray, queries: np.ndarray, k: int = 10, specs: dict[str, dict] | None = None,
-                  repeats: int = 3, threads: int | None = 1) -> list[dict[str, Any]]:
-    """Build each index of ``specs`` (name -> :func:`make_faiss_index` kwargs) and measure it.
-
-    Rows: ``index``, ``build_s``, ``latency_ms`` (per query, one query at a time, best of
-    ``repeats``), ``memory_mb``, ``recall@k`` (share of the flat index's top ``k`` that
-    the index also returns). ``threads`` caps FAISS's OpenMP threads while measuring
-    (default 1: one query on one core, stable on a shared machine; None leaves it).
-    """
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    if threads:
-        faiss.omp_set_num_threads(threads)
-    try:
-        return _compare_faiss(vectors, queries, k, specs, repeats)
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-def _compare_faiss(vectors, queries, k, specs, repeats):
-    import numpy as np
-
-    specs = specs or {"flat": {"kind": "flat"}, "ivf": {"kind": "ivf"}, "hnsw": {"kind": "hnsw"}}
-    rows, truth = [], None
-    names = sorted(specs, key=lambda s: specs[s].get("kind") != "flat")  # flat first: the reference
-    for name in names:
-        t0 = time.perf_counter()
-        index = make_faiss_index(vectors, **specs[name])
-        build = time.perf_counter() - t0
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            ids = np.stack([faiss_search(index, q[None, :], k)[1][0] for q in queries])
-            best = min(best, (time.perf_counter() - t0) / len(queries))
-        if truth is None:
-            if specs[name].get("kind") != "flat":
-                raise ValueError("compare_faiss needs a flat index in specs as the reference.")
-            truth = ids
-        recall = float(np.mean([len(set(a) & set(b)) / len(set(b)) for a, b in zip(ids, truth)]))
-        rows.append({"index": name, "build_s": round(build, 4), "latency_ms": round(best * 1000, 4),
-                     "memory_mb": round(index_bytes(index) / 2**20, 3), f"recall@{k}": round(recall, 4)})
-    return rows
-
-
-# ----------------------------------------------------------------------------- BM25 and fusion
-
-def tokenize_bm25(text: str) -> list[str]:
-    """Lower-cased word tokens (what BM25 matches on)."""
-    return re.findall(r"\w+", text.lower())
-
-
-def reciprocal_rank_fusion(rankings: list[list[str]], k: int = 60) -> list[tuple[str, float]]:
-    """Fuse ranked lists of ids: ``score(id) = Σ 1 / (k + rank)`` (rank from 1), best first.
-
-    Cormack et al. (2009): needs no score calibration between the retrievers, only ranks;
-    ``k`` damps the weight of the very first places.
-    """
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 # ----------------------------------------------------------------------------- the index
@@ -710,93 +576,3 @@ def load_or_build_index(config: IndexConfig | None = None, settings=None, *, emb
 
     path = load_or_build("rag-index", key, build, settings=settings, rebuild=rebuild)
     return RagIndex.load(path, embedder=embedder)
-
-
-# ----------------------------------------------------------------------------- metrics
-
-def retrieval_metrics(ranked: list[list[str]], golds: list[list[str]], ks: tuple[int, ...] = (1, 5, 10)
-                      ) -> dict[str, float]:
-    """Mean recall@k (share of a question's gold documents in its top ``k``) and MRR
-    (1 / rank of the first gold document, 0 if none) over questions.
-
-    ``ranked``: each question's retrieved document ids, best first, without repeats.
-    """
-    if len(ranked) != len(golds):
-        raise ValueError(f"{len(ranked)} rankings for {len(golds)} questions.")
-    if not golds:
-        raise ValueError("No questions to score.")
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"recall@{k}"] = sum(len(set(r[:k]) & set(g)) / len(set(g)) for r, g in zip(ranked, golds)) / len(golds)
-    rr = []
-    for r, g in zip(ranked, golds):
-        ranks = [i for i, d in enumerate(r, 1) if d in set(g)]
-        rr.append(1.0 / ranks[0] if ranks else 0.0)
-    out["mrr"] = sum(rr) / len(rr)
-    return out
-
-
-def _doc_ranking(hits: list[dict], duplicates: dict[str, str]) -> list[str]:
-    """Document ids of ``hits`` in order, each once (a removed duplicate's id maps to the kept one)."""
-    seen, out = set(), []
-    for h in hits:
-        d = duplicates.get(h["doc_id"], h["doc_id"])
-        if d not in seen:
-            seen.add(d)
-            out.append(d)
-    return out
-
-
-def evaluate_retrieval(index: RagIndex, questions: list[dict], methods: tuple[str, ...] = METHODS,
-                       ks: tuple[int, ...] = (1, 5, 10), depth: int = 50) -> list[dict[str, Any]]:
-    """Recall@k and MRR of each method on ``questions`` (records of ``data.load_eval``), for
-    all questions and for the seen and unseen halves. One row per (method, subset)."""
-    if not questions:
-        raise ValueError("No questions to evaluate.")
-    texts = [q["question"] for q in questions]
-    golds = [[index.duplicates.get(g, g) for g in q["gold_doc_ids"]] for q in questions]
-    k_chunks = max(depth, max(ks) * 3)  # several chunks can come from one document
-    vectors = index.embed_queries(texts) if ("dense" in methods or "hybrid" in methods) else None
-    rows = []
-    for method in methods:
-        kw = {} if method == "bm25" else {"vectors": vectors}
-        if method == "hybrid":
-            kw["depth"] = k_chunks
-        t0 = time.perf_counter()
-        hits = index.search(texts, k_chunks, method=method, **kw)
-        ms = (time.perf_counter() - t0) / len(texts) * 1000
-        ranked = [_doc_ranking(h, index.duplicates) for h in hits]
-        for subset, keep in (("all", None), ("seen", True), ("unseen", False)):
-            sel = [i for i, q in enumerate(questions) if keep is None or q.get("seen") == keep]
-            if not sel:
-                continue
-            m = retrieval_metrics([ranked[i] for i in sel], [golds[i] for i in sel], ks)
-            rows.append({"method": method, "subset": subset, "questions": len(sel),
-                         **{k: round(v, 4) for k, v in m.items()}, "ms_per_query": round(ms, 2)})
-    return rows
-
-
-def compare_preparations(documents: list, questions: list[dict], configs: dict[str, PrepConfig], *, embedder=None,
-                         ks: tuple[int, ...] = (1, 5, 10), tokenizer=None) -> list[dict[str, Any]]:
-    """Notebook 07's experiment: the same dense retriever over differently prepared documents.
-
-    ``documents``: what :func:`course_utils.prep.aggregate` read (left untouched);
-    ``configs``: name -> :class:`PrepConfig`. One row per configuration: ``prep``,
-    ``chunks``, mean ``chunk_chars``, recall@k, MRR and ``embed_s`` (time to embed the chunks).
-    """
-    from course_utils.embed import embed, load_embedder
-
-    embedder = embedder or load_embedder()
-    rows = []
-    for name, cfg in configs.items():
-        prepared = prepare(documents, cfg, tokenizer=tokenizer or embedder.tokenizer, verbose=False)
-        t0 = time.perf_counter()
-        vectors = embed([c.text for c in prepared.chunks], embedder, progress=True)
-        seconds = time.perf_counter() - t0
-        index = RagIndex(prepared.chunks, vectors, IndexConfig(prep=cfg), prepared.duplicates, embedder=embedder)
-        m = [r for r in evaluate_retrieval(index, questions, ("dense",), ks) if r["subset"] == "all"][0]
-        rows.append({"prep": name, "chunks": len(prepared.chunks),
-                     "chunk_chars": round(sum(len(c.text) for c in prepared.chunks) / len(prepared.chunks)),
-                     **{k: v for k, v in m.items() if k.startswith("recall") or k == "mrr"},
-                     "embed_s": round(seconds, 1)})
-    return rows

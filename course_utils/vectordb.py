@@ -64,7 +64,7 @@ class BM25Sparse:
     a query's is 1 for each of its words; Qdrant multiplies matching weights by the word's IDF, which
     it computes from the collection (``Modifier.IDF``). The sum is the BM25 score (Qdrant's IDF is
     ``ln(1 + (N-n+0.5)/(n+0.5))``, rank_bm25's Okapi variant ``ln((N-n+0.5)/(n+0.5))``, floored).
-    ``tokenize`` must be the one the course's BM25 uses (:func:`course_utils.rag.tokenize_bm25`).
+    ``tokenize`` must be the one the course's BM25 uses (:func:`course_utils.search.tokenize_bm25`).
     """
 
     def __init__(self, avgdl: float, tokenize: Callable[[str], list[str]] = _words, k1: float = 1.5,

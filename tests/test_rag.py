@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from course_utils import rag
+from course_utils import rag, retrieval_eval
 from course_utils.prep import Chunk
 from course_utils.rag import IndexConfig, RagIndex
 
@@ -85,12 +85,12 @@ def test_reciprocal_rank_fusion():
 
 
 def test_retrieval_metrics():
-    m = rag.retrieval_metrics([["x", "g", "y"], ["g1", "z", "g2"], ["n"]], [["g"], ["g1", "g2"], ["g"]], ks=(1, 3))
+    m = retrieval_eval.retrieval_metrics([["x", "g", "y"], ["g1", "z", "g2"], ["n"]], [["g"], ["g1", "g2"], ["g"]], ks=(1, 3))
     assert m["recall@1"] == pytest.approx((0 + 0.5 + 0) / 3)
     assert m["recall@3"] == pytest.approx((1 + 1 + 0) / 3)
     assert m["mrr"] == pytest.approx((0.5 + 1 + 0) / 3)
     with pytest.raises(ValueError):
-        rag.retrieval_metrics([["a"]], [])
+        retrieval_eval.retrieval_metrics([["a"]], [])
 
 
 def test_dense_bm25_hybrid_find_the_right_passage(index):
@@ -106,7 +106,7 @@ def test_dense_bm25_hybrid_find_the_right_passage(index):
 def test_evaluate_retrieval_counts_duplicates_as_their_original(index):
     qs = [{"question": "Where was Warath Trernbri born?", "gold_doc_ids": ["person-1-copy"], "seen": False},
           {"question": "What must every trader sell by?", "gold_doc_ids": ["article-1"], "seen": True}]
-    rows = rag.evaluate_retrieval(index, qs, ks=(1, 3))
+    rows = retrieval_eval.evaluate_retrieval(index, qs, ks=(1, 3))
     by = {(r["method"], r["subset"]): r for r in rows}
     assert by[("dense", "all")]["recall@3"] == 1.0 and by[("hybrid", "unseen")]["questions"] == 1
 
