@@ -9,7 +9,7 @@ from pathlib import Path
 import course_utils
 
 PACKAGE = Path(course_utils.__file__).parent
-MAX_LINES = 720  # ~600 is the aim (CURRICULUM.md); cli.py, the command line's parsers, is the longest
+MAX_LINES = 660  # ~600 is the aim (CURRICULUM.md); pretrain.py, the training loop, is the longest
 
 
 def imports() -> dict[str, set[str]]:
