@@ -59,7 +59,8 @@ def run(settings: list[str], folder: str | None = None, repeats: int = 1) -> lis
     from course_utils import data
     from course_utils.embed import embed, load_embedder
     from course_utils.prep import prepare
-    from course_utils.rag import IndexConfig, RagIndex, evaluate_retrieval
+    from course_utils.rag import IndexConfig, RagIndex
+    from course_utils.retrieval_eval import evaluate_retrieval
 
     prepared = prepare(folder, verbose=False)
     texts = [c.text for c in prepared.chunks]
