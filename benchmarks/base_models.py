@@ -160,6 +160,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                "drills": {"world_towns": 0.7, "numbers": 0.5}},  # the course's default
     "course_decay50_numbers_2000": {"spaced": True, "train": {"decay_frac": 0.5, "max_steps": 2000},
                                     "drills": {"world_towns": 0.7, "numbers": 0.5}},
+    "course_decay50_numbers_d12": {"spaced": True, "train": {"decay_frac": 0.5, "decay_drill_rows": 12},
+                                   "drills": {"world_towns": 0.7, "numbers": 0.5}},  # 12 drill rows while decaying
 }
 
 
