@@ -28,6 +28,7 @@ probes: ``gpt4_8x8`` on the machine of the session before (7,243 tokens/s), the 
 | **course_decay50_numbers** | 'Ġ183' '8' | **85% / 80%** | **79% / 79%** (of 24) | 89% / 81% | **92%** | 0.524 | 0.1677 | 30.1 min* |
 | course_decay50_numbers_rebuild | 'Ġ183' '8' | 33% / 33% | 54% / 54% (of 24) | 19% / 19% | 87% | 0.521 | 0.1670 | 18.2 min |
 | course_decay50_numbers_2000 | 'Ġ183' '8' | 88% / 93% | 100% / 100% (of 24) | 81% / 89% | 48% | 0.506 | 0.1621 | 23.1 min |
+| course_decay50_numbers_d12 | 'Ġ183' '8' | 65% / 62% | 29% / 29% (of 24) | 89% / 83% | 57% | 0.569 | 0.1823 | 17.1 min |
 
 - ``gpt4_8x8`` (commit 2b4cbf1): GPT-4's regex, 8 corpus + 8 drill rows throughout. It copies words but
   hardly any number. A likely reason, and why the course's regex keeps a number's space: with GPT-4's,
@@ -88,6 +89,10 @@ probes: ``gpt4_8x8`` on the machine of the session before (7,243 tokens/s), the 
   1,600, 88% / 93% at 2,000; numbers 100% by generation), the best loss per byte of all, but birthplace recall
   swung between 44% and 80% over the last 400 steps and ended at 48%: the longer run reads surely and remembers
   unsurely, and costs 23.1 min of training here (1,410 s for the artifact).
+- ``course_decay50_numbers_d12`` (the same session, alone, after the test suite): 1,500 steps with 12 drill rows
+  and 4 corpus rows while the rate decays (from step 750). Copying at step 1,200 (quick probe 38% / 37%), 65% / 62%
+  by generation at the end, numbers only 29%, birthplace 57%, and the worst loss per byte (0.1823): the corpus
+  rows it gave up cost memory and language modelling more than the drill rows bought reading.
 
 Validation bits per byte are within 2% across the four, tokenizers included. Where the phase change falls
 moves by hundreds of steps from build to build, so one build per recipe separates recipes only roughly.
