@@ -72,6 +72,10 @@ class DrillConfig:
     # share of drills that ask their numbers (years, populations) first: more digits copied after a
     # number's first chunk, so the model learns to continue a number, not only to find it
     numbers: float = field(default=0.5, metadata={"key_unless": 0.0})
+    # how many facts a drill asks or restates: between asked_min and asked_max (capped by the facts it has);
+    # more facts asked, more values copied per drill token
+    asked_min: int = field(default=2, metadata={"key_unless": 2})
+    asked_max: int = field(default=5, metadata={"key_unless": 5})
     seed: int = 11  # seed of the generator (the stream is the same for the same seed)
 
 
@@ -117,7 +121,7 @@ def recall_lines(world: World) -> list[tuple[str, str]]:
 
 def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None, max_entities: int = 3,
                   recall: tuple[str, str] | None = None, towns: list[str] | None = None,
-                  world_towns: float = 0.0, numbers: float = 0.0) -> str:
+                  world_towns: float = 0.0, numbers: float = 0.0, n_asked: tuple[int, int] = (2, 5)) -> str:
     """One reading drill about 1 to ``max_entities`` (at most 3) one-off entities named by ``forge``
     (see the module docstring).
 
@@ -129,7 +133,8 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
     born in one of ``towns`` (the world's seen towns) with probability ``world_towns``, as the
     world's unseen people are, so that the drills do not teach that an invented name follows
     "was born in". ``numbers``: the probability that the drill asks its entities' numbers (years,
-    populations) before any other fact.
+    populations) before any other fact. ``n_asked``: the least and most facts asked or restated (capped by
+    the facts the drill has).
     """
     style = style or rng.choice(DRILL_STYLES)
     if style not in DRILL_STYLES:
@@ -140,12 +145,13 @@ def reading_drill(rng: random.Random, forge: NameForge, style: str | None = None
         for x in xs:
             if x.kind == "person" and rng.random() < world_towns:
                 x.facts["born_in"] = rng.choice(towns)
-    # 2-5 facts asked about, each of a random entity of the drill
+    # n_asked facts (2-5 by default) asked about, each of a random entity of the drill
     asked = [(x, a) for x in xs for a in x.facts]
     rng.shuffle(asked)
     if numbers and rng.random() < numbers:  # the numbers first: more digits copied after their first chunk
         asked.sort(key=lambda xa: not xa[0].facts[xa[1]].isdigit())
-    asked = asked[: rng.randrange(2, min(5, len(asked)) + 1)]
+    hi = min(n_asked[1], len(asked))
+    asked = asked[: rng.randrange(min(n_asked[0], hi), hi + 1)]
 
     def with_recall(lines: list[str], line: str | None) -> list[str]:
         if recall is not None and line is not None:
@@ -199,7 +205,8 @@ def drill_documents(n: int, config: DrillConfig | None = None, avoid: set[str] |
         forge = name_forge(rng, world_syllables, avoid)
         extra = rng.choice(recall) if cfg.recall and recall and rng.random() < cfg.recall else None
         docs.append(reading_drill(rng, forge, max_entities=cfg.max_entities, recall=extra, towns=towns,
-                                  world_towns=cfg.world_towns, numbers=cfg.numbers))
+                                  world_towns=cfg.world_towns, numbers=cfg.numbers,
+                                  n_asked=(cfg.asked_min, cfg.asked_max)))
     return docs
 
 
