@@ -37,8 +37,8 @@ from typing import Any
 
 from course_utils.settings import Settings, get_settings
 
-__all__ = ["ArtifactRecord", "config_dict", "config_key", "fingerprint", "list_artifacts", "load_or_build",
-           "training_record"]
+__all__ = ["ArtifactRecord", "built_from", "config_dict", "config_key", "fingerprint", "list_artifacts",
+           "load_or_build", "training_record"]
 
 MARKER = "artifact.json"
 
@@ -67,6 +67,15 @@ def fingerprint(path: str | Path) -> str:
         else:
             h.update(str(stat.st_mtime_ns).encode())
     return h.hexdigest()[:12]
+
+
+def built_from(path: str | Path) -> str:
+    """How an artifact names a cached artifact it is built from, in its own key: the input's kind and key
+    (its folder, ``kind/key``) and a fingerprint of its files. Rebuilt in place (``rebuild=True`` keeps
+    the key), the input's files change and so does every key built on it: nothing downstream is stale.
+    The cache's location is left out, so a copied cache keeps its keys."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}:{fingerprint(path)}"
 
 
 def config_dict(config: Any) -> dict[str, Any]:

@@ -524,7 +524,7 @@ def load_or_build_dpo_model(settings: Settings | None = None, sft_model: str | P
     with ``AutoModelForCausalLM.from_pretrained``), the LoRA adapter in ``adapter/`` (load
     it over the SFT model with peft) and ``training.json`` (history, KL, timings).
     """
-    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.artifacts import built_from, config_dict, load_or_build
     from course_utils.data import load_preferences, preferences_sha
     from course_utils.hf import model_key
 
@@ -534,7 +534,7 @@ def load_or_build_dpo_model(settings: Settings | None = None, sft_model: str | P
         from course_utils.sft import load_or_build_sft_model
 
         sft_path = load_or_build_sft_model(settings)
-        sft_key = "course:" + sft_path.name
+        sft_key = built_from(sft_path)
     else:
         sft_path, sft_key = sft_model, model_key(sft_model)
     key = {"sft": sft_key, "dpo": config_dict(config), "data": preferences_sha(settings)}

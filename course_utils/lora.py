@@ -359,7 +359,7 @@ def load_or_build_lora_facts(settings: Settings | None = None, base_model: str |
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.artifacts import built_from, config_dict, load_or_build
     from course_utils.sft import load_or_build_sft_model
 
     settings = settings or get_settings()
@@ -369,7 +369,7 @@ def load_or_build_lora_facts(settings: Settings | None = None, base_model: str |
 
     taught, _ = split_unseen_facts(config, settings)
     records_sha = hashlib.sha256(json.dumps(facts_training_records(taught, settings)).encode()).hexdigest()[:12]
-    key = {"sft_model": sft_path.name, "lora": config_dict(config), "records": records_sha}
+    key = {"sft_model": built_from(sft_path), "lora": config_dict(config), "records": records_sha}
 
     def build(folder: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)

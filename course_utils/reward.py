@@ -287,7 +287,7 @@ def load_or_build_reward_model(settings: Settings | None = None, base_model: str
 
     Built the first time from ``base_model`` (None: the course SFT model) on the course
     preference training pairs. Load it with :func:`load_reward_model`."""
-    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.artifacts import built_from, config_dict, load_or_build
     from course_utils.data import load_preferences, preferences_sha
     from course_utils.hf import model_key
 
@@ -297,7 +297,7 @@ def load_or_build_reward_model(settings: Settings | None = None, base_model: str
         from course_utils.sft import load_or_build_sft_model
 
         base_path = load_or_build_sft_model(settings)
-        base_key = "course-sft:" + base_path.name
+        base_key = built_from(base_path)
     else:
         base_path, base_key = base_model, model_key(base_model)
     key = {"base": base_key, "reward": config_dict(config), "data": preferences_sha(settings)}

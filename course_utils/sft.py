@@ -398,7 +398,7 @@ def load_or_build_sft_model(settings: Settings | None = None, base_model: str | 
     on the course SFT training set with :func:`train_sft`; ``training.json`` in the folder
     holds the loss history and timings. Load it with ``AutoModelForCausalLM.from_pretrained``.
     """
-    from course_utils.artifacts import config_dict, load_or_build
+    from course_utils.artifacts import built_from, config_dict, load_or_build
     from course_utils.data import load_sft, sft_sha
 
     settings = settings or get_settings()
@@ -406,7 +406,7 @@ def load_or_build_sft_model(settings: Settings | None = None, base_model: str | 
     if base_model is None:
         from course_utils.pretrain import load_or_build_base_model
 
-        base_key = "course:" + load_or_build_base_model(settings).name
+        base_key = built_from(load_or_build_base_model(settings))
     else:
         from course_utils.hf import model_key
 

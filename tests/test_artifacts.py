@@ -173,3 +173,46 @@ def test_a_knob_whose_default_changes_joins_the_key_with_its_new_default():
     assert config_key(Before()) == config_key(Older())
     assert config_key(After()) != config_key(Before())
     assert config_key(After(extra=0.0)) == config_key(Before())
+
+
+def test_artifacts_built_on_a_rebuilt_input_are_not_stale(monkeypatch, tmp_path):
+    """SFT, reward, DPO and LoRA artifacts name the course artifact they are built from by its files, not
+    only its key: rebuilt in place (``rebuild=True`` keeps the key), everything on it gets a new key."""
+    import course_utils.artifacts as artifacts
+    import course_utils.pretrain as pretrain
+    import course_utils.sft as sft
+    from course_utils import dpo, lora, reward
+
+    settings = get_settings()
+    base = settings.cache_dir / "base-model" / "abc123"
+    sft_folder = settings.cache_dir / "sft-model" / "def456"
+    for folder in (base, sft_folder):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights v1")
+    monkeypatch.setattr(pretrain, "load_or_build_base_model", lambda *a, **k: base)
+    keys: dict[str, list] = {}
+
+    def fake_load_or_build(name, key, build, **kw):
+        keys.setdefault(name, []).append(json.dumps(key, sort_keys=True))
+        return sft_folder if name == "sft-model" else tmp_path
+
+    monkeypatch.setattr(artifacts, "load_or_build", fake_load_or_build)
+    monkeypatch.setattr(lora, "split_unseen_facts", lambda config, settings: ([], []))
+    monkeypatch.setattr(lora, "facts_training_records", lambda taught, settings: [])
+
+    def build_all():
+        sft.load_or_build_sft_model(settings)
+        reward.load_or_build_reward_model(settings)
+        dpo.load_or_build_dpo_model(settings)
+        lora.load_or_build_lora_facts(settings)
+
+    build_all()
+    build_all()
+    assert all(len(set(k)) == 1 for k in keys.values()), "the same inputs, the same keys"
+    assert "base-model/abc123:" in keys["sft-model"][0] and "sft-model/def456:" in keys["dpo-model"][0]
+    (base / "model.safetensors").write_bytes(b"weights v2")  # the base model rebuilt in place
+    (sft_folder / "model.safetensors").write_bytes(b"weights v2")  # and the SFT model on it
+    build_all()
+    assert {name: len(set(k)) for name, k in keys.items()} == {
+        "sft-model": 2, "reward-model": 2, "dpo-model": 2, "lora-facts": 2}
+    assert str(settings.cache_dir) not in keys["sft-model"][0], "a copied cache keeps its keys"
