@@ -9,7 +9,8 @@ documents with those vectors (dense retrieval, exact search), side by side:
     python -m benchmarks.embed_throughput --folder ~/docs --settings fp32-64,bf16-64
 
 Settings are ``PRECISION-BATCH``, passed to :func:`course_utils.embed.embed`: ``fp32`` runs the model as
-loaded; ``bf16`` under ``torch.autocast(dtype=torch.bfloat16)``, fast only where the CPU has AVX512-BF16 or
+loaded; ``int8`` runs it after torch's dynamic int8 quantization of its Linear layers (``torch.ao``, this
+benchmark only); ``bf16`` under ``torch.autocast(dtype=torch.bfloat16)``, fast only where the CPU has AVX512-BF16 or
 AMX; ``auto`` (the course's default since 2026-12-02) picks bf16 where the CPU reports those flags. Sentence-transformers
 already sorts texts by length inside ``encode``, so padding is small at every batch size. Compare ratios
 measured in one session on one quiet machine, not absolute speeds across machines.
@@ -25,8 +26,14 @@ questions, the fastest of 2 runs), two runs of the script:
 | bf16-64 (the default now, with ``auto``) | 80.9, 91.2 | 1.8x, 2.2x | 0.9847 |
 | bf16-256 | 47.8 | 1.1x | 0.9847 |
 
-bf16 vectors have cosine >= 0.99998 with the fp32 ones; recall@5 is the same to four decimals. Not measured
-here: sentence-transformers' ONNX and OpenVINO backends and int8 models (not in the pinned environment).
+bf16 vectors have cosine >= 0.99998 with the fp32 ones; recall@5 is the same to four decimals.
+
+sentence-transformers' ONNX and OpenVINO backends cannot join the pinned environment (pip's resolver, 2026-12-02):
+``sentence-transformers[onnx]==6.2.0`` needs ``optimum-onnx``, whose every release wants transformers < 4.58 (the
+course pins 5.23); ``sentence-transformers[openvino]`` brings ``optimum-intel`` 2.2 with transformers 5.5.4,
+tokenizers 0.22.2 and torch 2.14.1 (a CUDA build) in place of the pinned ones. onnxruntime alone installs cleanly,
+but exporting and quantizing the model without optimum is a second embedding path to keep in step with the first;
+not done. The int8 row below is torch's own dynamic quantization (no new package).
 
 End to end, ``course rag index DIR --out OUT --json --precision fp32`` (every index before bf16) against the
 default ``auto``, back to back, twice, on 26 pages of the Python library reference (Debian's python3-doc,
@@ -54,6 +61,7 @@ import time
 
 def run(settings: list[str], folder: str | None = None, repeats: int = 1) -> list[dict]:
     """One row per setting: chunks/s, speed-up over the first setting, recall@5 (course store only)."""
+    import numpy as np
     import torch
 
     from course_utils import data
@@ -67,15 +75,29 @@ def run(settings: list[str], folder: str | None = None, repeats: int = 1) -> lis
     model = load_embedder(device="cpu")
     questions = data.load_eval() if folder is None else []
     rows = []
+    reference = None  # the first setting's vectors: every other setting's cosine with them
     for setting in settings:
         precision, batch = setting.split("-")
+        runner = model
+        if precision == "int8":  # torch's dynamic int8 quantization of every Linear layer (torch.ao)
+            import copy
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+                runner = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                                dtype=torch.qint8)
+            precision = "fp32"
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             with torch.inference_mode():
-                vecs = embed(texts, model, batch_size=int(batch), precision=precision, progress=False)
+                vecs = embed(texts, runner, batch_size=int(batch), precision=precision, progress=False)
             best = min(best, time.perf_counter() - t0)
         row = {"setting": setting, "chunks": len(texts), "seconds": round(best, 2), "chunks_per_s": round(len(texts) / best, 1)}
+        reference = vecs if reference is None else reference
+        cosine = (vecs * reference).sum(axis=1)
+        row["cosine_min"], row["cosine_median"] = round(float(cosine.min()), 5), round(float(np.median(cosine)), 5)
         if questions:
             index = RagIndex(prepared.chunks, vecs, IndexConfig(), prepared.duplicates, embedder=model)
             metrics = evaluate_retrieval(index, questions, methods=("dense",), ks=(5,))
@@ -98,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print("| setting | chunks | seconds | chunks/s | speed-up | recall@5 |\n|---|---|---|---|---|---|")
+    print("| setting | chunks | seconds | chunks/s | speed-up | cosine with the first (min / median) | recall@5 |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setting']} | {r['chunks']:,} | {r['seconds']} | {r['chunks_per_s']} | {r['speedup']}x | "
-              f"{r.get('recall@5', '-')} |")
+              f"{r['cosine_min']} / {r['cosine_median']} | {r.get('recall@5', '-')} |")
     return 0
 
 

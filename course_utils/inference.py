@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from course_utils.model import GPT, apply_rope
 
-__all__ = ["KVCache", "Sampling", "forward_cached", "generate", "left_pad", "process_logits",
-           "speculative_generate"]
+__all__ = ["KVCache", "Request", "Sampling", "forward_cached", "generate", "left_pad", "process_logits",
+           "simulate_batching", "speculative_generate"]
 
 
 @dataclass
@@ -267,3 +267,71 @@ def speculative_generate(target: GPT, draft: GPT, idx: torch.Tensor, max_new_tok
             first = int((out[0, T:] == eos_id).nonzero()[0]) + T
             return out[:, : first + 1], stats
     return out[:, :limit], stats
+
+
+
+@dataclass
+class Request:
+    """A request of the batching simulation: when it arrives, its prompt and reply lengths (tokens)."""
+
+    arrival: float
+    prompt: int
+    reply: int
+    start: float | None = None  # when its prefill ran
+    first_token: float | None = None
+    finish: float | None = None
+
+
+def simulate_batching(requests: list[Request], step_seconds, *, policy: str = "continuous",
+                      max_batch: int = 16, prefill_seconds=None) -> dict[str, float]:
+    """Serve ``requests`` with one model and batches of at most ``max_batch`` sequences; return throughput and
+    latency. ``step_seconds(b)``: the time of one decode step for a batch of ``b`` (measured on the real model);
+    ``prefill_seconds(tokens)``: the time of a prompt's prefill (default: one step per 64 prompt tokens).
+
+    ``policy="static"``: a batch is formed from the requests waiting, and runs until its *longest* reply is
+    done: a finished row still costs its place in every step, and requests that arrive meanwhile wait.
+    ``"continuous"`` (what vLLM and TGI do): after every step finished sequences leave and waiting ones join."""
+    import dataclasses
+
+    if policy not in ("static", "continuous"):
+        raise ValueError(f"policy must be 'static' or 'continuous', got {policy!r}.")
+    if not requests or any(r.reply < 1 or r.prompt < 1 for r in requests):
+        raise ValueError("Give at least one request, each with a prompt and a reply of at least one token.")
+    prefill_seconds = prefill_seconds or (lambda tokens: step_seconds(1) * max(1, -(-tokens // 64)))
+    waiting = sorted((dataclasses.replace(r, start=None, first_token=None, finish=None) for r in requests),
+                     key=lambda r: r.arrival)
+    done: list[Request] = []
+    running: list[list] = []  # [request, tokens still to generate]
+    clock = busy = 0.0
+    width = 0  # rows a step computes: the live ones (continuous) or the whole batch until it ends (static)
+    while waiting or running:
+        if not running and waiting[0].arrival > clock:
+            clock = waiting[0].arrival  # nothing to do until the next request arrives
+        if policy == "continuous" or not running:
+            while waiting and waiting[0].arrival <= clock and len(running) < max_batch:
+                r = waiting.pop(0)
+                r.start = clock
+                cost = prefill_seconds(r.prompt)
+                clock, busy = clock + cost, busy + cost
+                running.append([r, r.reply])
+            width = len(running)
+        cost = step_seconds(width if policy == "static" else len(running))
+        clock, busy = clock + cost, busy + cost
+        for row in running:
+            row[1] -= 1
+            if row[0].first_token is None:
+                row[0].first_token = clock
+            if row[1] == 0:
+                row[0].finish = clock
+                done.append(row[0])
+        running = [row for row in running if row[1] > 0]
+    latency = sorted(r.finish - r.arrival for r in done)
+    first = sorted(r.first_token - r.arrival for r in done)
+    span = max(r.finish for r in done) - min(r.arrival for r in done)
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    return {"policy": policy, "requests": len(done), "tokens_per_s": sum(r.reply for r in done) / span,
+            "latency_p50": pct(latency, 0.5), "latency_p95": pct(latency, 0.95),
+            "first_token_p50": pct(first, 0.5), "busy_share": busy / span}

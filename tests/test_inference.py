@@ -126,3 +126,34 @@ def test_eos_stops_and_errors_are_sentences(model):
         left_pad([[1], []], 0)
     with pytest.raises(ValueError, match="one sequence"):
         speculative_generate(model, model, torch.zeros(2, 3, dtype=torch.long), 5)
+
+
+def test_batching_simulation_by_hand():
+    from course_utils.inference import Request, simulate_batching
+
+    reqs = [Request(0.0, 10, 1), Request(0.0, 10, 3), Request(0.5, 10, 1)]
+    one = lambda b: 1.0  # noqa: E731  (a step costs one second whatever the batch)
+    free = lambda tokens: 0.0  # noqa: E731
+    static = simulate_batching(reqs, one, policy="static", prefill_seconds=free)
+    cont = simulate_batching(reqs, one, policy="continuous", prefill_seconds=free)
+    # static: the late request waits for the batch's longest reply (3 s), then runs 1 s: done at 4
+    # continuous: it joins after the first step and is done at 2
+    assert static["latency_p95"] == pytest.approx(3.5) and cont["latency_p95"] == pytest.approx(3.0)
+    assert static["tokens_per_s"] == pytest.approx(5 / 4) and cont["tokens_per_s"] == pytest.approx(5 / 3)
+    assert reqs[0].finish is None  # the caller's requests are left as they were
+    with pytest.raises(ValueError, match="policy"):
+        simulate_batching(reqs, one, policy="fifo")
+
+
+def test_continuous_batching_serves_more_when_steps_cost_little_more_per_row():
+    import random
+
+    from course_utils.inference import Request, simulate_batching
+
+    rng = random.Random(0)
+    reqs = [Request(i * 0.05, 40, rng.randint(5, 60)) for i in range(100)]
+    step = lambda b: 0.02 + 0.002 * b  # noqa: E731  (a batch costs little more than one row)
+    static = simulate_batching(reqs, step, policy="static")
+    cont = simulate_batching(reqs, step, policy="continuous")
+    assert cont["tokens_per_s"] > static["tokens_per_s"] and cont["latency_p50"] < static["latency_p50"]
+    assert static["requests"] == cont["requests"] == 100
