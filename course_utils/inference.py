@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from course_utils.model import GPT, apply_rope
 
-__all__ = ["KVCache", "Request", "Sampling", "forward_cached", "generate", "left_pad", "process_logits",
+__all__ = ["BatchEngine", "KVCache", "Request", "Sampling", "forward_cached", "generate", "left_pad", "process_logits",
            "simulate_batching", "speculative_generate"]
 
 
@@ -335,3 +335,101 @@ def simulate_batching(requests: list[Request], step_seconds, *, policy: str = "c
     return {"policy": policy, "requests": len(done), "tokens_per_s": sum(r.reply for r in done) / span,
             "latency_p50": pct(latency, 0.5), "latency_p95": pct(latency, 0.95),
             "first_token_p50": pct(first, 0.5), "busy_share": busy / span}
+
+
+@dataclass
+class _Sequence:
+    slot: int
+    ids: list[int]  # prompt and generated tokens
+    prompt_len: int
+    max_new_tokens: int
+    sampling: Sampling
+    stop: set[int]
+    done: bool = False
+
+
+class BatchEngine:
+    """Continuous batching over the course model: up to ``slots`` sequences share one KV cache, a row
+    each, every row at its own length. :meth:`add` prefills a new prompt into a free row (between two
+    steps: it joins the running batch); :meth:`step` computes one new token for every live sequence in
+    one forward pass, and frees the rows of those that finished. What a server runs in its loop
+    (``course serve``); each sequence generates what :func:`generate` gives it alone."""
+
+    def __init__(self, model: GPT, slots: int = 16, capacity: int | None = None):
+        self.model = model.eval()
+        self.cache = KVCache.empty(model, slots, capacity)
+        self.lengths = torch.zeros(slots, dtype=torch.long)
+        self.sequences: dict[int, _Sequence] = {}
+        self._next_id = 0
+
+    @property
+    def free_slots(self) -> int:
+        return self.cache.mask.shape[0] - len(self.sequences)
+
+    @torch.no_grad()
+    def add(self, prompt: list[int], max_new_tokens: int, sampling: Sampling | None = None,
+            stop: set[int] | None = None) -> int:
+        """Prefill ``prompt`` into a free row; returns the sequence's id. Its first new token comes
+        with the next :meth:`step`."""
+        if not prompt:
+            raise ValueError("The prompt is empty.")
+        if len(prompt) + max_new_tokens > self.cache.capacity:
+            raise ValueError(f"{len(prompt)} prompt + {max_new_tokens} new tokens exceed the context "
+                             f"({self.cache.capacity}).")
+        if not self.free_slots:
+            raise RuntimeError("Every row is busy: wait for a sequence to finish (free_slots).")
+        used = {s.slot for s in self.sequences.values()}
+        slot = min(set(range(self.cache.mask.shape[0])) - used)
+        one = KVCache.empty(self.model, 1, len(prompt))
+        forward_cached(self.model, torch.tensor([prompt[:-1]]), one) if len(prompt) > 1 else None
+        n = len(prompt) - 1  # the last prompt token is fed by the first step
+        for layer in range(len(self.cache.k)):
+            self.cache.k[layer][slot, :, :n] = one.k[layer][0, :, :n]
+            self.cache.v[layer][slot, :, :n] = one.v[layer][0, :, :n]
+        self.cache.mask[slot] = False
+        self.cache.mask[slot, :n] = True
+        self.lengths[slot] = n
+        seq_id, self._next_id = self._next_id, self._next_id + 1
+        self.sequences[seq_id] = _Sequence(slot, list(prompt), len(prompt), max_new_tokens,
+                                           sampling or Sampling(temperature=0), set(stop or ()))
+        return seq_id
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[int, int, bool]]:
+        """One token for every live sequence: ``[(id, token, finished), ...]``."""
+        if not self.sequences:
+            return []
+        ids = list(self.sequences)
+        seqs = [self.sequences[i] for i in ids]
+        rows = torch.tensor([s.slot for s in seqs])
+        pos = self.lengths[rows]  # (B,): where the fed token goes, and its rotary position
+        tokens = torch.tensor([[s.ids[-1]] for s in seqs])  # (B, 1)
+        model, B = self.model, len(seqs)
+        width = int(pos.max()) + 1
+        self.cache.mask[rows, pos] = True
+        visible = self.cache.mask[rows, :width][:, None, None, :]  # (B, 1, 1, width)
+        cos, sin = model.rope_cos[pos][:, None, None, :], model.rope_sin[pos][:, None, None, :]
+        x = model.embed_tokens(tokens)  # (B, 1, C)
+        for layer, block in enumerate(model.layers):
+            attn = block.self_attn
+            q, k, v = attn.qkv(block.input_layernorm(x)).split(x.shape[-1], dim=-1)
+            q, k, v = (t.view(B, 1, attn.n_head, attn.head_dim).transpose(1, 2) for t in (q, k, v))
+            q, k = apply_rope(q, cos, sin).to(v.dtype), apply_rope(k, cos, sin).to(v.dtype)
+            self.cache.k[layer][rows, :, pos] = k[:, :, 0]
+            self.cache.v[layer][rows, :, pos] = v[:, :, 0]
+            y = F.scaled_dot_product_attention(q, self.cache.k[layer][rows, :, :width],
+                                               self.cache.v[layer][rows, :, :width], attn_mask=visible)
+            x = x + attn.o_proj(y.transpose(1, 2).reshape(B, 1, -1))
+            x = x + block.mlp(block.post_attention_layernorm(x))
+        logits = model.lm_head(model.norm(x))[:, -1]  # (B, V)
+        self.lengths[rows] += 1
+        out = []
+        for b, (seq_id, s) in enumerate(zip(ids, seqs)):
+            tok = int(next_token(logits[b : b + 1], torch.tensor([s.ids]), s.sampling))
+            s.ids.append(tok)
+            s.done = tok in s.stop or len(s.ids) - s.prompt_len >= s.max_new_tokens
+            out.append((seq_id, tok, s.done))
+            if s.done:
+                del self.sequences[seq_id]
+                self.cache.mask[s.slot] = False
+        return out

@@ -157,3 +157,30 @@ def test_continuous_batching_serves_more_when_steps_cost_little_more_per_row():
     cont = simulate_batching(reqs, step, policy="continuous")
     assert cont["tokens_per_s"] > static["tokens_per_s"] and cont["latency_p50"] < static["latency_p50"]
     assert static["requests"] == cont["requests"] == 100
+
+
+def test_batch_engine_rows_join_and_leave_and_generate_what_they_would_alone(model):
+    from course_utils.inference import BatchEngine
+
+    prompts = {0: [5, 9, 13, 2, 7], 1: [40], 2: [3, 3, 60, 12, 8, 8, 1], 3: [22, 23]}
+    lengths = {0: 12, 1: 5, 2: 9, 3: 7}
+    engine = BatchEngine(model, slots=2, capacity=32)
+    got: dict[int, list[int]] = {}
+    ids = {engine.add(prompts[0], lengths[0]): 0, engine.add(prompts[1], lengths[1]): 1}
+    with pytest.raises(RuntimeError, match="busy"):
+        engine.add([1, 2], 3)
+    queue = [2, 3]
+    while engine.sequences or queue:
+        while queue and engine.free_slots:  # a finished row is taken by a waiting request at once
+            p = queue.pop(0)
+            ids[engine.add(prompts[p], lengths[p])] = p
+        for seq_id, tok, _ in engine.step():
+            got.setdefault(ids[seq_id], []).append(tok)
+    for p, prompt in prompts.items():
+        alone = generate(model, torch.tensor([prompt]), lengths[p])[0, len(prompt):].tolist()
+        assert got[p] == alone, p
+    stop = got[0][2]
+    first = got[0].index(stop)  # the stop token's first place in that reply
+    engine.add(prompts[0], 12, stop={stop})
+    steps = [engine.step() for _ in range(first + 1)]
+    assert steps[-1] == [(steps[0][0][0], stop, True)] and not engine.sequences  # stopped at it
