@@ -1,0 +1,242 @@
+"""An OpenAI-compatible chat service over a course model: ``/v1/chat/completions`` (streamed as server-sent
+events or not) and ``/v1/models``, with continuous batching of concurrent requests.
+
+Taught in notebook 13 and run by ``course serve``. The model folder is a transformers ``LlamaForCausalLM``
+with a chat template (the course's SFT model by default); it runs as the course's own ``GPT``
+(:func:`course_utils.hf.gpt_from_llama`) under :class:`course_utils.inference.BatchEngine`: one worker
+thread steps the engine, requests join the running batch between two steps and leave it when they finish,
+and each request's tokens reach its handler through an asyncio queue. The official ``openai`` client and
+LangChain's ``ChatOpenAI`` talk to it unchanged (``base_url="http://127.0.0.1:8000/v1"``).
+
+Bad requests get a 4xx with an OpenAI-style body (``{"error": {"message", "type", "param", "code"}}``)
+and the service keeps serving.
+"""
+
+
+import asyncio
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ChatService", "create_app"]
+
+ROLES = ("system", "user", "assistant")
+
+
+class RequestError(Exception):
+    """A request the service refuses: an HTTP status and an OpenAI-style error."""
+
+    def __init__(self, status: int, message: str, param: "str | None" = None, code: "str | None" = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class _Job:
+    prompt: list[int]
+    max_tokens: int
+    sampling: Any
+    deliver: Any  # callable(token or None, finished) run in the event loop
+    seq_id: int | None = None
+    tokens: list[int] = field(default_factory=list)
+
+
+class ChatService:
+    """A model folder served through a :class:`~course_utils.inference.BatchEngine` of ``slots`` rows."""
+
+    def __init__(self, model_dir: str | Path, *, slots: int = 8, name: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from course_utils.generation import end_ids
+        from course_utils.hf import gpt_from_llama
+        from course_utils.inference import BatchEngine
+
+        path = Path(model_dir)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a transformers model folder (no config.json).")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{path} has no chat template: serve a chat model (the course's SFT or DPO model).")
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        if type(hf).__name__ != "LlamaForCausalLM":
+            raise ValueError(f"{path} holds a {type(hf).__name__}; the course service runs Llama-style models.")
+        self.model = gpt_from_llama(hf)
+        self.name = name or path.name
+        self.context = self.model.cfg.max_seq_len
+        self.engine = BatchEngine(self.model, slots=slots)
+        self.stop = set(end_ids(self.tokenizer))
+        self._waiting: queue.Queue[_Job] = queue.Queue()
+        self._jobs: dict[int, _Job] = {}
+        self._wake = threading.Event()
+        self._closed = False
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name="course-serve-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the engine's thread
+    def _loop(self) -> None:
+        while not self._closed:
+            while self.engine.free_slots and not self._waiting.empty():
+                job = self._waiting.get()
+                job.seq_id = self.engine.add(job.prompt, job.max_tokens, job.sampling, self.stop)
+                self._jobs[job.seq_id] = job
+            if not self.engine.sequences:
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            for seq_id, tok, finished in self.engine.step():
+                job = self._jobs[seq_id]
+                if finished:
+                    del self._jobs[seq_id]
+                job.deliver(None if tok in self.stop else tok, finished)
+            self.steps += 1
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ requests
+    def prompt_ids(self, messages: Any) -> list[int]:
+        """The prompt of ``messages`` (checked) in the model's chat template, ready for the reply."""
+        from course_utils.tokenizer import encode_chat
+
+        if not isinstance(messages, list) or not messages:
+            raise RequestError(400, "messages must be a non-empty list of {role, content} objects.", "messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise RequestError(400, f"messages[{i}] must have a role ({', '.join(ROLES)}) and text content.",
+                                   f"messages[{i}]")
+        return encode_chat(self.tokenizer, [{"role": m["role"], "content": m["content"]} for m in messages],
+                           add_generation_prompt=True)
+
+    def submit(self, prompt: list[int], max_tokens: int, sampling: Any, deliver) -> None:
+        self._waiting.put(_Job(prompt, max_tokens, sampling, deliver))
+        self._wake.set()
+
+
+def _sampling(body: dict[str, Any]):
+    from course_utils.inference import Sampling
+
+    def number(key: str, default: float, lo: float, hi: float) -> float:
+        value = body.get(key, default)
+        value = default if value is None else value
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+            raise RequestError(400, f"{key} must be a number between {lo} and {hi}.", key)
+        return float(value)
+
+    temperature = number("temperature", 1.0, 0.0, 2.0)
+    top_p = number("top_p", 1.0, 1e-9, 1.0)
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise RequestError(400, "seed must be an integer.", "seed")
+    return Sampling(temperature=temperature, top_p=None if top_p >= 1 else top_p, seed=seed)
+
+
+def create_app(service: ChatService):
+    """The FastAPI application of ``service``."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI(title="course serve", description="An OpenAI-compatible chat service over a course model.")
+    app.state.service = service
+
+    @app.exception_handler(RequestError)
+    async def refused(_request: Request, exc: RequestError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        return JSONResponse(RequestError(400, "The request body is not valid JSON.").body(), status_code=400)
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": service.name, "object": "model", "created": 0,
+                                            "owned_by": "course"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError(400, "The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "The request body must be a JSON object.")
+        if body.get("model") not in (service.name, None):
+            raise RequestError(404, f"The model {body.get('model')!r} does not exist; this service serves "
+                                    f"{service.name!r} (GET /v1/models).", "model", "model_not_found")
+        prompt = service.prompt_ids(body.get("messages"))
+        room = service.context - len(prompt)
+        if room < 1:
+            raise RequestError(400, f"The prompt has {len(prompt)} tokens and the model's context is "
+                                    f"{service.context}: no room for a reply. Shorten the conversation.",
+                               "messages", "context_length_exceeded")
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+        if max_tokens is None:
+            max_tokens = min(128, room)
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise RequestError(400, "max_tokens must be a positive integer.", "max_tokens")
+        if max_tokens > room:
+            raise RequestError(400, f"The prompt has {len(prompt)} tokens and the model's context is "
+                                    f"{service.context}: at most {room} new tokens fit, {max_tokens} asked.",
+                               "messages", "context_length_exceeded")
+        sampling = _sampling(body)
+        loop = asyncio.get_running_loop()
+        tokens: asyncio.Queue = asyncio.Queue()
+        service.submit(prompt, max_tokens, sampling,
+                       lambda tok, finished: loop.call_soon_threadsafe(tokens.put_nowait, (tok, finished)))
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        tok = service.tokenizer
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> str:
+            return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
+                                          "model": service.name, "choices": [{"index": 0, "delta": delta,
+                                                                              "finish_reason": finish}]}) + "\n\n"
+
+        if body.get("stream"):
+            async def events():
+                ids: list[int] = []
+                sent = ""
+                yield chunk({"role": "assistant", "content": ""}, None)
+                while True:
+                    t, finished = await tokens.get()
+                    if t is not None:
+                        ids.append(t)
+                        text = tok.decode(ids, skip_special_tokens=True)
+                        if not text.endswith("\ufffd"):  # a character cut between two tokens waits for the next
+                            if len(text) > len(sent):
+                                yield chunk({"content": text[len(sent):]}, None)
+                            sent = text
+                    if finished:
+                        yield chunk({}, "stop" if t is None else "length")
+                        yield "data: [DONE]\n\n"
+                        return
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        ids, reason = [], "length"
+        while True:
+            t, finished = await tokens.get()
+            if t is not None:
+                ids.append(t)
+            if finished:
+                reason = "stop" if t is None else "length"
+                break
+        return {"id": rid, "object": "chat.completion", "created": created, "model": service.name,
+                "choices": [{"index": 0, "finish_reason": reason,
+                             "message": {"role": "assistant", "content": tok.decode(ids, skip_special_tokens=True)}}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(ids) + (reason == "stop"),
+                          "total_tokens": len(prompt) + len(ids) + (reason == "stop")}}
+
+    return app

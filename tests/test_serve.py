@@ -1,0 +1,144 @@
+"""The chat service (course_utils.serve, notebook 13): OpenAI-compatible answers, streamed and not, equal to
+the model's own greedy reply; bad requests get a 4xx with an OpenAI-style body and the service keeps
+serving; concurrent requests are batched; the official openai client talks to it over HTTP."""
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from course_utils.inference import generate
+from course_utils.serve import ChatService, create_app
+from tests.test_sft import tiny_model_folder
+
+QUESTION = [{"role": "user", "content": "Where was Orin Tallow born?"}]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    svc = ChatService(tiny_model_folder(tmp_path_factory.mktemp("serve") / "model"), slots=2, name="tiny-chat")
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(service))
+
+
+def _greedy_reply(service, messages, n):
+    prompt = service.prompt_ids(messages)
+    ids = generate(service.model, torch.tensor([prompt]), n)[0, len(prompt):].tolist()
+    stop = next((i for i, t in enumerate(ids) if t in service.stop), None)
+    return service.tokenizer.decode(ids[:stop], skip_special_tokens=True), stop
+
+
+def test_a_reply_is_the_models_greedy_reply(client, service):
+    r = client.post("/v1/chat/completions", json={"model": "tiny-chat", "messages": QUESTION, "max_tokens": 12,
+                                                  "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    text, stop = _greedy_reply(service, QUESTION, 12)
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == text
+    assert body["choices"][0]["finish_reason"] == ("length" if stop is None else "stop")
+    assert body["usage"]["prompt_tokens"] == len(service.prompt_ids(QUESTION))
+    assert client.get("/v1/models").json()["data"][0]["id"] == "tiny-chat"
+
+
+def test_a_streamed_reply_is_the_same_text_in_pieces(client):
+    payload = {"model": "tiny-chat", "messages": QUESTION, "max_tokens": 12, "temperature": 0}
+    whole = client.post("/v1/chat/completions", json=payload).json()["choices"][0]["message"]["content"]
+    with client.stream("POST", "/v1/chat/completions", json={**payload, "stream": True}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_a_stop_token_ends_the_reply(client, service):
+    prompt = service.prompt_ids(QUESTION)
+    first = int(generate(service.model, torch.tensor([prompt]), 1)[0, -1])
+    service.stop.add(first)  # the reply's first token now ends it
+    try:
+        body = client.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 12,
+                                                         "temperature": 0}).json()
+    finally:
+        service.stop.discard(first)
+    assert body["choices"][0]["finish_reason"] == "stop" and body["usage"]["completion_tokens"] == 1
+
+
+@pytest.mark.parametrize("payload, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    ([1, 2], 400, "JSON object"),
+    ({"model": "gpt-9", "messages": QUESTION}, 404, "does not exist"),
+    ({"messages": []}, 400, "non-empty list"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "role"),
+    ({"messages": [{"role": "user", "content": 3}]}, 400, "content"),
+    ({"messages": QUESTION, "max_tokens": 0}, 400, "positive integer"),
+    ({"messages": QUESTION, "max_tokens": 10_000}, 400, "context"),
+    ({"messages": [{"role": "user", "content": "word " * 400}]}, 400, "context"),
+    ({"messages": QUESTION, "temperature": 5}, 400, "temperature"),
+    ({"messages": QUESTION, "top_p": 0}, 400, "top_p"),
+])
+def test_bad_requests_get_an_openai_style_error_and_the_service_keeps_serving(client, payload, status, words):
+    if isinstance(payload, bytes):
+        r = client.post("/v1/chat/completions", content=payload, headers={"content-type": "application/json"})
+    else:
+        r = client.post("/v1/chat/completions", json=payload)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert words in error["message"] and error["type"] == "invalid_request_error"
+    ok = client.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 3})
+    assert ok.status_code == 200
+
+
+def test_concurrent_requests_share_the_engines_steps(client, service):
+    questions = [[{"role": "user", "content": f"Who founded town number {i}?"}] for i in range(6)]
+    expected = [_greedy_reply(service, q, 10)[0] for q in questions]
+    before = service.steps
+
+    def ask(q):
+        return client.post("/v1/chat/completions", json={"messages": q, "max_tokens": 10, "temperature": 0}).json()
+
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(ask, questions))
+    assert [r["choices"][0]["message"]["content"] for r in replies] == expected
+    tokens = sum(r["usage"]["completion_tokens"] for r in replies)
+    assert service.steps - before < tokens  # two rows per step: fewer steps than tokens
+
+
+def test_the_openai_client_talks_to_the_service_over_http(service):
+    import uvicorn
+    from openai import BadRequestError, OpenAI
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 20
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        api = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0, timeout=30)
+        assert [m.id for m in api.models.list()] == ["tiny-chat"]
+        reply = api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=12, temperature=0)
+        assert reply.choices[0].message.content == _greedy_reply(service, QUESTION, 12)[0]
+        stream = api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=12, temperature=0,
+                                             stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == reply.choices[0].message.content
+        with pytest.raises(BadRequestError, match="max_tokens"):
+            api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=0)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
