@@ -27,7 +27,7 @@ STAMP := $(VENV)/.course-installed
 # Idle OpenMP threads sleep instead of spinning (a shared 2-core CPU thrashes otherwise).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup lab test test-unit test-notebooks test-learner-short course slides site chromium lock clean
+.PHONY: help setup lab serve test test-unit test-notebooks test-learner-short course slides site chromium lock clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ lab: setup ## set up, then start JupyterLab on notebooks/ (prints the URL with i
 	@echo "[lab] starting JupyterLab on notebooks/ - open the http://127.0.0.1:$(LAB_PORT)/lab?token=... URL printed below"
 	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) \
 	  $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+
+serve: setup ## set up, then serve the course's SFT model as an OpenAI-compatible chat service on http://127.0.0.1:8000/v1 (Ctrl-C stops it)
+	$(BIN)/course serve
 
 test: setup ## set up, then run the unit tests, every notebook in fast mode, and the short ones in learner mode
 	$(MAKE) --no-print-directory test-unit

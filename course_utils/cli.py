@@ -374,6 +374,23 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_probe)
 
 
+def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
+    from course_utils.serve import serve
+
+    return serve(args.model, host=args.host, port=args.port, slots=args.slots,
+                 say=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "serve", "an OpenAI-compatible chat service over a course model (/v1/chat/completions, "
+                               "/v1/models; notebook 13) until Ctrl-C")
+    p.add_argument("--model", default="sft", help="sft | dpo, or a transformers chat model folder (default: sft)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--slots", type=int, default=8, help="sequences batched together (default: 8)")
+    p.set_defaults(func=_cmd_serve)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     *OPERATIONS,  # env, artifacts, notebooks, figures, prebuild, instructor, site, map, results (cli_course)
     _add_pretrain,
@@ -387,6 +404,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_sft,
     _add_lora,
     _add_eval,
+    _add_serve,
 ]
 
 
@@ -413,7 +431,7 @@ def _print_human(result: dict[str, Any]) -> None:
 
 #: Integer options that must be at least 1 (``chunk_overlap`` may be 0).
 _POSITIVE = ("timeout", "corpus_tokens", "steps", "batch_size", "chunk_size", "k", "max_new_tokens", "pairs",
-             "eval_limit", "prompts", "per_kind", "rank", "limit", "reading", "birthplace")
+             "eval_limit", "prompts", "per_kind", "rank", "limit", "reading", "birthplace", "port", "slots")
 #: Model options and the course's own names they may also take.
 _MODEL_OPTIONS = {"base_model": (), "sft_model": (), "model": ("base", "sft", "lora", "dpo", "rag")}
 

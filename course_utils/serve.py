@@ -240,3 +240,34 @@ def create_app(service: ChatService):
                           "total_tokens": len(prompt) + len(ids) + (reason == "stop")}}
 
     return app
+
+
+def serve(model: str = "sft", *, host: str = "127.0.0.1", port: int = 8000, slots: int = 8, settings=None,
+          say=print) -> dict[str, Any]:
+    """Serve ``model`` (``sft``, ``dpo`` or a model folder) until interrupted (Ctrl-C); what ``course serve``
+    runs. The course's models are built first if they are not cached."""
+    import uvicorn
+
+    from course_utils.settings import get_settings
+
+    settings = settings or get_settings()
+    if model == "sft":
+        from course_utils.sft import load_or_build_sft_model
+
+        path = load_or_build_sft_model(settings)
+    elif model == "dpo":
+        from course_utils.dpo import load_or_build_dpo_model
+
+        path = load_or_build_dpo_model(settings)
+    else:
+        path = Path(model).expanduser()
+    service = ChatService(path, slots=slots, name=model if model in ("sft", "dpo") else None)
+    say(f"[serve] {service.name} ({path}) on http://{host}:{port}/v1 — context {service.context} tokens, "
+        f"{slots} rows per batch; Ctrl-C stops it")
+    started = time.time()
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:
+        service.close()
+    return {"model": service.name, "path": str(path), "url": f"http://{host}:{port}/v1", "steps": service.steps,
+            "seconds": round(time.time() - started, 1)}

@@ -142,3 +142,36 @@ def test_the_openai_client_talks_to_the_service_over_http(service):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_course_serve_starts_answers_and_stops_on_ctrl_c(service, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    folder = tiny_model_folder(tmp_path / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "course_utils.cli", "serve", "--model", str(folder), "--port",
+                             str(port), "--slots", "2", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline, models = time.time() + 120, None
+        while models is None and time.time() < deadline and proc.poll() is None:
+            try:
+                models = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2))
+            except OSError:
+                time.sleep(0.3)
+        assert models is not None, proc.stderr.read() if proc.poll() is not None else "no answer in 120 s"
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", method="POST",
+                                         data=json.dumps({"messages": QUESTION, "max_tokens": 4}).encode(),
+                                         headers={"content-type": "application/json"})
+        reply = json.load(urllib.request.urlopen(request, timeout=30))
+        assert reply["model"] == models["data"][0]["id"] == "model"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"on http://127.0.0.1:{port}/v1" in err and json.loads(out.splitlines()[-1])["steps"] >= 4
