@@ -6,7 +6,9 @@ with a chat template (the course's SFT model by default); it runs as the course'
 (:func:`course_utils.hf.gpt_from_llama`) under :class:`course_utils.inference.BatchEngine`: one worker
 thread steps the engine, requests join the running batch between two steps and leave it when they finish,
 and each request's tokens reach its handler through an asyncio queue. The official ``openai`` client and
-LangChain's ``ChatOpenAI`` talk to it unchanged (``base_url="http://127.0.0.1:8000/v1"``).
+LangChain's ``ChatOpenAI`` talk to it unchanged (``base_url="http://127.0.0.1:8000/v1"``). ``/`` is a chat
+page (replies streamed as they come, the conversation kept, a thumbs up or down under each answer written
+to the feedback store of notebook 10 through ``/feedback``).
 
 Bad requests get a 4xx with an OpenAI-style body (``{"error": {"message", "type", "param", "code"}}``)
 and the service keeps serving.
@@ -53,7 +55,8 @@ class _Job:
 class ChatService:
     """A model folder served through a :class:`~course_utils.inference.BatchEngine` of ``slots`` rows."""
 
-    def __init__(self, model_dir: str | Path, *, slots: int = 8, name: str | None = None):
+    def __init__(self, model_dir: "str | Path", *, slots: int = 8, name: "str | None" = None,
+                 feedback: "str | Path | None" = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,6 +75,7 @@ class ChatService:
             raise ValueError(f"{path} holds a {type(hf).__name__}; the course service runs Llama-style models.")
         self.model = gpt_from_llama(hf)
         self.name = name or path.name
+        self.feedback_path = feedback  # the chat page's ratings (None: the course's default store)
         self.context = self.model.cfg.max_seq_len
         self.engine = BatchEngine(self.model, slots=slots)
         self.stop = set(end_ids(self.tokenizer))
@@ -147,7 +151,7 @@ def create_app(service: ChatService):
     """The FastAPI application of ``service``."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
     app = FastAPI(title="course serve", description="An OpenAI-compatible chat service over a course model.")
     app.state.service = service
@@ -159,6 +163,26 @@ def create_app(service: ChatService):
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
         return JSONResponse(RequestError(400, "The request body is not valid JSON.").body(), status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return (Path(__file__).parent / "static" / "chat.html").read_text(encoding="utf-8")
+
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        from course_utils.feedback import FeedbackStore
+
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError(400, "The request body is not valid JSON.") from None
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("prompt", "answer")):
+            raise RequestError(400, "A rating needs the prompt and the answer as text.")
+        if body.get("rating") not in (1, -1):
+            raise RequestError(400, "rating is 1 (thumbs up) or -1 (thumbs down).", "rating")
+        store = FeedbackStore(service.feedback_path)
+        row = store.add(service.name, body["prompt"], body["answer"], body["rating"], rater="human")
+        return {"id": row, "store": str(store.path)}
 
     @app.get("/v1/models")
     async def models():
@@ -243,7 +267,7 @@ def create_app(service: ChatService):
 
 
 def serve(model: str = "sft", *, host: str = "127.0.0.1", port: int = 8000, slots: int = 8, settings=None,
-          say=print) -> dict[str, Any]:
+          say=print) -> "dict[str, Any]":
     """Serve ``model`` (``sft``, ``dpo`` or a model folder) until interrupted (Ctrl-C); what ``course serve``
     runs. The course's models are built first if they are not cached."""
     import uvicorn
@@ -263,7 +287,7 @@ def serve(model: str = "sft", *, host: str = "127.0.0.1", port: int = 8000, slot
         path = Path(model).expanduser()
     service = ChatService(path, slots=slots, name=model if model in ("sft", "dpo") else None)
     say(f"[serve] {service.name} ({path}) on http://{host}:{port}/v1 — context {service.context} tokens, "
-        f"{slots} rows per batch; Ctrl-C stops it")
+        f"{slots} rows per batch; the chat page: http://{host}:{port}/ ; Ctrl-C stops it")
     started = time.time()
     try:
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning")

@@ -175,3 +175,74 @@ def test_course_serve_starts_answers_and_stops_on_ctrl_c(service, tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"on http://127.0.0.1:{port}/v1" in err and json.loads(out.splitlines()[-1])["steps"] >= 4
+
+
+def _chromium() -> str | None:
+    import os
+    import shutil
+
+    return os.environ.get("CHROME_PATH") or next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+         if shutil.which(n)), None)
+
+
+@pytest.fixture
+def live(service, tmp_path):
+    """The app on a free loopback port, its ratings in a fresh store."""
+    import uvicorn
+
+    service.feedback_path = tmp_path / "ratings.sqlite"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    service.feedback_path = None
+
+
+def test_the_chat_page_streams_an_answer_and_stores_a_rating(live, service):
+    """In headless Chromium: type a question, see the streamed answer, rate it, find the rating in the store."""
+    import os
+
+    from course_utils.feedback import FeedbackStore
+
+    chrome = _chromium()
+    if chrome is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium for the chat page's test: .ci/run installs it with `make chromium`")
+        pytest.skip("no Chromium or Chrome here: `make chromium` installs it")
+    from playwright.sync_api import sync_playwright
+
+    question = QUESTION[0]["content"]
+    expected = _greedy_reply(service, QUESTION, 64)[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chrome, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(live + "/")
+            page.wait_for_function("document.getElementById('model').textContent === 'tiny-chat'")
+            page.fill("#question", question)
+            page.click("#send")
+            page.wait_for_selector(".assistant[data-done='true']", timeout=60_000)
+            assert page.inner_text(".user") == question
+            assert page.inner_text(".assistant > span") == expected
+            page.click(".assistant .up")
+            page.wait_for_function("document.querySelector('.saved').textContent.startsWith('saved')")
+        finally:
+            browser.close()
+    rows = FeedbackStore(service.feedback_path).ratings(rater="human")
+    assert len(rows) == 1 and rows.iloc[0]["prompt"] == question and rows.iloc[0]["answer"] == expected
+    assert rows.iloc[0]["rating"] == 1 and rows.iloc[0]["model"] == "tiny-chat"
+
+
+def test_a_bad_rating_is_refused(client):
+    r = client.post("/feedback", json={"prompt": "q", "answer": "a", "rating": 5})
+    assert r.status_code == 400 and "thumbs" in r.json()["error"]["message"]
+    assert "Course chat" in client.get("/").text
