@@ -1,0 +1,131 @@
+"""A load test of ``course serve`` on loopback: requests/s, latency p50/p95, tokens/s and errors at several
+concurrencies, and what continuous batching buys.
+
+Starts the service in this process (uvicorn on a free loopback port; the course SFT model by default, or
+``--model DIR``), then for each concurrency ``c`` sends ``--requests`` chat requests from ``c`` clients at once
+(each client sends its next request when its last answer is in), every request a different question of the
+course evaluation set, greedy, at most ``--max-tokens`` new tokens. It stops by itself.
+
+    python -m benchmarks.bench_serve                          # 200 requests at concurrency 1, 4 and 16
+    python -m benchmarks.bench_serve --model DIR --requests 50 --concurrency 1,8
+
+The targets of issue 19: no failed request, and throughput (tokens/s) at concurrency 16 at least 3x that at
+concurrency 1. ``--slots`` is the engine's batch (rows decoded together); with ``--slots 1`` requests are
+served one after the other, the baseline batching is measured against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+def run_load(url: str, questions: list[str], concurrency: int, max_tokens: int = 32,
+             timeout: float = 120.0) -> dict[str, Any]:
+    """Send one request per question from ``concurrency`` clients; figures of the run."""
+    import httpx
+
+    def ask(client: httpx.Client, question: str) -> tuple[float, int, str | None]:
+        t0 = time.perf_counter()
+        try:
+            r = client.post(url + "/v1/chat/completions", timeout=timeout,
+                            json={"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+                                  "temperature": 0})
+            if r.status_code != 200:
+                return time.perf_counter() - t0, 0, f"{r.status_code}: {r.text[:200]}"
+            return time.perf_counter() - t0, int(r.json()["usage"]["completion_tokens"]), None
+        except httpx.HTTPError as exc:
+            return time.perf_counter() - t0, 0, repr(exc)
+
+    start = time.perf_counter()
+    with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda q: ask(client, q), questions))
+    wall = time.perf_counter() - start
+    latencies = sorted(r[0] for r in results if r[2] is None)
+    errors = [r[2] for r in results if r[2] is not None]
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else float("nan")
+
+    tokens = sum(r[1] for r in results)
+    return {"concurrency": concurrency, "requests": len(questions), "errors": len(errors),
+            "first_error": errors[0] if errors else None, "seconds": round(wall, 2),
+            "requests_per_s": round(len(questions) / wall, 2), "tokens_per_s": round(tokens / wall, 1),
+            "latency_p50": pct(0.5), "latency_p95": pct(0.95)}
+
+
+def start_server(service) -> tuple[str, Any, threading.Thread]:
+    """``service``'s app on a free loopback port, in a thread: ``(url, server, thread)``."""
+    import uvicorn
+
+    from course_utils.serve import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="sft", help="sft | dpo | a chat model folder")
+    ap.add_argument("--requests", type=int, default=200, help="requests per concurrency")
+    ap.add_argument("--concurrency", default="1,4,16", help="comma-separated numbers of clients")
+    ap.add_argument("--slots", type=int, default=16, help="rows the engine decodes together")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--results", default=None, help="write the rows as JSON here")
+    args = ap.parse_args(argv)
+
+    from course_utils.data import load_eval
+    from course_utils.serve import ChatService
+    from course_utils.settings import get_settings
+
+    settings = get_settings()
+    if args.model in ("sft", "dpo"):
+        from course_utils.dpo import load_or_build_dpo_model
+        from course_utils.sft import load_or_build_sft_model
+
+        path = (load_or_build_sft_model if args.model == "sft" else load_or_build_dpo_model)(settings)
+    else:
+        path = args.model
+    service = ChatService(path, slots=args.slots)
+    url, server, thread = start_server(service)
+    questions = [q["question"] for q in load_eval(settings=settings)]
+    rows = []
+    try:
+        for c in (int(x) for x in args.concurrency.split(",")):
+            picked = [questions[i % len(questions)] for i in range(args.requests)]
+            steps = service.steps
+            row = run_load(url, picked, c, args.max_tokens)
+            row["engine_steps"] = service.steps - steps
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        service.close()
+    base = rows[0]["tokens_per_s"]
+    print("| clients | requests | errors | requests/s | tokens/s | vs first | latency p50 / p95 s | engine steps |\n"
+          "|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | {r['tokens_per_s']} | "
+              f"{r['tokens_per_s'] / base:.1f}x | {r['latency_p50']} / {r['latency_p95']} | {r['engine_steps']} |")
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump({"model": str(path), "slots": args.slots, "rows": rows}, f, indent=1)
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
