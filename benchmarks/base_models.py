@@ -174,6 +174,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same 12 rows a step, drills front-loaded: 6 + 6 in the first half, 10 corpus + 2 drills while decaying
     "dense_front": {"spaced": True, "train": {"decay_frac": 0.5, "drill_rows": 4, "early_drill_rows": 6,
                                               "early_frac": 0.5, "decay_drill_rows": 2}, "drills": _DENSE},
+    # the 2,000-step recipe that read surely, with 12 corpus + 4 drill rows while the rate decays (from step
+    # 1,000), for recall
+    "course_2000_d4": {"spaced": True, "train": {"decay_frac": 0.5, "max_steps": 2000, "decay_drill_rows": 4},
+                       "drills": {"world_towns": 0.7, "numbers": 0.5}},
 }
 
 
