@@ -259,3 +259,15 @@ def test_the_load_test_counts_requests_tokens_and_errors(live, service):
         assert row["latency_p50"] <= row["latency_p95"]
     bad = run_load(live, ["x" * 3000], concurrency=1)  # far over the context: counted as an error, not raised
     assert bad["errors"] == 1 and bad["first_error"].startswith("400")
+
+
+def test_langchains_openai_chat_model_runs_a_chain_against_the_service(live, service):
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=live + "/v1", api_key="not-needed", model="tiny-chat", temperature=0, max_tokens=12,
+                     max_retries=0)
+    chain = ChatPromptTemplate.from_messages([("user", "Where was {name} born?")]) | llm | StrOutputParser()
+    assert chain.invoke({"name": "Orin Tallow"}) == _greedy_reply(service, QUESTION, 12)[0]
+    assert "".join(chain.stream({"name": "Orin Tallow"})) == _greedy_reply(service, QUESTION, 12)[0]
