@@ -178,6 +178,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # 1,000), for recall
     "course_2000_d4": {"spaced": True, "train": {"decay_frac": 0.5, "max_steps": 2000, "decay_drill_rows": 4},
                        "drills": {"world_towns": 0.7, "numbers": 0.5}},
+    # the same, with 8 drill rows until step 1,500 (past the phase change) and 4 in the last quarter only
+    "course_2000_late4": {"spaced": True, "train": {"decay_frac": 0.5, "max_steps": 2000, "decay_drill_rows": 4,
+                                                   "decay_drill_frac": 0.25},
+                          "drills": {"world_towns": 0.7, "numbers": 0.5}},
 }
 
 

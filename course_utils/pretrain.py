@@ -88,6 +88,8 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine": decay all the way; "wsd": constant lr, then a linear decay at the end
     decay_frac: float = 0.2  # with "wsd": the share of steps (at the end) spent decaying
     decay_drill_rows: int | None = None  # with "wsd": drill rows while decaying (the rest of the rows corpus); None: drill_rows
+    # the share of the run (at its end) that uses decay_drill_rows; None: the whole decay
+    decay_drill_frac: float | None = field(default=None, metadata={"key_if_set": True})
     # drill rows in the first early_frac of the steps (the rest corpus); None: drill_rows
     early_drill_rows: int | None = field(default=None, metadata={"key_if_set": True})
     early_frac: float = field(default=0.0, metadata={"key_if_set": True})  # the share of steps that use them
@@ -116,14 +118,22 @@ class TrainConfig:
         """The first step of the final decay of a "wsd" schedule (``max_steps`` for "cosine")."""
         return self.max_steps - int(self.decay_frac * self.max_steps) if self.schedule == "wsd" else self.max_steps
 
+    @property
+    def decay_drill_start(self) -> int:
+        """The first step that uses ``decay_drill_rows``: the decay's first, or ``decay_drill_frac`` from the end."""
+        if self.decay_drill_frac is None:
+            return self.decay_start
+        return self.max_steps - int(self.decay_drill_frac * self.max_steps)
+
     def rows(self, step: int) -> tuple[int, int]:
         """``(corpus rows, drill rows)`` of each micro-batch at ``step`` (0-based): ``early_drill_rows``
-        in the first ``early_frac`` of the run, ``decay_drill_rows`` during a "wsd" decay, ``drill_rows``
+        in the first ``early_frac`` of the run, ``decay_drill_rows`` during a "wsd" decay (or its last
+        ``decay_drill_frac`` of the run), ``drill_rows``
         otherwise; the corpus takes the rows the drills leave, so every batch has the same rows."""
         total = self.batch_size + self.drill_rows
         if self.early_drill_rows is not None and step < int(self.early_frac * self.max_steps):
             drill = self.early_drill_rows
-        elif self.decay_drill_rows is not None and step >= self.decay_start:
+        elif self.decay_drill_rows is not None and step >= self.decay_drill_start:
             drill = self.decay_drill_rows
         else:
             drill = self.drill_rows

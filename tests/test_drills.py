@@ -215,6 +215,15 @@ def test_decay_drill_rows_hand_the_drill_rows_to_the_corpus_while_decaying(data)
     assert result.steps == 10 and all(r["train_loss"] > 0 for r in result.history)
 
 
+def test_decay_drill_frac_hands_rows_to_the_corpus_only_at_the_end():
+    cfg = get_preset("tiny", max_steps=20, drill_rows=2, decay_drill_rows=1, decay_drill_frac=0.25, schedule="wsd",
+                     decay_frac=0.5)
+    assert (cfg.decay_start, cfg.decay_drill_start) == (10, 15)
+    assert [cfg.rows(s)[1] for s in range(20)] == [2] * 15 + [1] * 5
+    assert cfg.drill_tokens() == (15 * 2 + 5 * 1) * (cfg.seq_len + 1)
+    assert get_preset("tiny", decay_drill_rows=1).decay_drill_start == get_preset("tiny").decay_start
+
+
 def test_early_drill_rows_take_more_of_the_batch_at_the_start(data):
     cfg = get_preset("tiny", max_steps=10, drill_rows=2, early_drill_rows=3, early_frac=0.3, decay_drill_rows=1,
                      schedule="wsd", decay_frac=0.2)
