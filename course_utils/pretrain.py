@@ -54,23 +54,9 @@ from course_utils.settings import Settings, get_settings
 from course_utils.tokenizer import encode_documents
 from course_utils.tracking import Tracker, track
 
-__all__ = [
-    "PRESETS",
-    "TrainConfig",
-    "TrainResult",
-    "autocast_dtype",
-    "build_model",
-    "encode_documents",
-    "get_preset",
-    "load_checkpoint_model",
-    "load_or_build_base_model",
-    "load_token_data",
-    "measure_peak_flops",
-    "pretraining_tokens",
-    "run_pretraining",
-    "train",
-    "unigram_baseline",
-]
+__all__ = ["PRESETS", "TrainConfig", "TrainResult", "autocast_dtype", "build_model", "encode_documents", "get_preset",
+           "load_checkpoint_model", "load_or_build_base_model", "load_token_data", "measure_peak_flops",
+           "pretraining_tokens", "run_pretraining", "train", "unigram_baseline"]
 
 
 @dataclass
@@ -121,9 +107,8 @@ class TrainConfig:
     @property
     def decay_drill_start(self) -> int:
         """The first step that uses ``decay_drill_rows``: the decay's first, or ``decay_drill_frac`` from the end."""
-        if self.decay_drill_frac is None:
-            return self.decay_start
-        return self.max_steps - int(self.decay_drill_frac * self.max_steps)
+        frac = self.decay_drill_frac
+        return self.decay_start if frac is None else self.max_steps - int(frac * self.max_steps)
 
     def rows(self, step: int) -> tuple[int, int]:
         """``(corpus rows, drill rows)`` of each micro-batch at ``step`` (0-based): ``early_drill_rows``
