@@ -29,6 +29,9 @@ probes: ``gpt4_8x8`` on the machine of the session before (7,243 tokens/s), the 
 | course_decay50_numbers_rebuild | 'Ġ183' '8' | 33% / 33% | 54% / 54% (of 24) | 19% / 19% | 87% | 0.521 | 0.1670 | 18.2 min |
 | course_decay50_numbers_2000 | 'Ġ183' '8' | 88% / 93% | 100% / 100% (of 24) | 81% / 89% | 48% | 0.506 | 0.1621 | 23.1 min |
 | course_decay50_numbers_d12 | 'Ġ183' '8' | 65% / 62% | 29% / 29% (of 24) | 89% / 83% | 57% | 0.569 | 0.1823 | 17.1 min |
+| dense_front | 'Ġ183' '8' | 0% / 0% | 0% / 0% (of 24) | 0% / 0% | 92% | 0.514 | 0.1646 | 14.7 min* |
+| course_2000_d4_1thread | 'Ġ183' '8' | 82% / 80% | 83% / 79% (of 24) | 81% / 81% | 92% | 0.493 | 0.1579 | 48.0 min* |
+| course_2000_d4_2threads | 'Ġ183' '8' | 45% / 35% | 4% / 0% (of 24) | 72% / 58% | 94% | 0.493 | 0.1580 | 40.6 min* |
 
 - ``gpt4_8x8`` (commit 2b4cbf1): GPT-4's regex, 8 corpus + 8 drill rows throughout. It copies words but
   hardly any number. A likely reason, and why the course's regex keeps a number's space: with GPT-4's,
@@ -93,6 +96,24 @@ probes: ``gpt4_8x8`` on the machine of the session before (7,243 tokens/s), the 
   and 4 corpus rows while the rate decays (from step 750). Copying at step 1,200 (quick probe 38% / 37%), 65% / 62%
   by generation at the end, numbers only 29%, birthplace 57%, and the worst loss per byte (0.1823): the corpus
   rows it gave up cost memory and language modelling more than the drill rows bought reading.
+
+- ``dense_front`` (2026-12-02, a fourth session; its time shared the machine with tests, so (*)): 12 rows a step
+  (8 corpus rows x 1,500 steps, the corpus of the preset before drills, plus 4 drill rows: 14.7 min even so),
+  drills front-loaded (6 + 6 in the first half, 10 corpus + 2 drills while decaying) and denser (4-8 facts asked,
+  ``asked_min``/``asked_max``). No copying at all (quick probe 0-2% at every validation; 0% by generation), the
+  best birthplace and loss per byte of the 1,500-step runs. Its drills add up to 6,000 drill rows; every run that
+  copied had its phase change after 8,000-11,000 drill rows (``course_early12`` ~900 x 12, the 8-row runs
+  1,000-1,400 x 8, ``course_2000_d4`` below). The phase change seems to need that many drill rows whatever else
+  changes, which is why ``dense_12`` (4 drill rows, 6,000 in all) was not run: a 15-minute build on this CPU
+  cannot hold them next to the corpus rows the loss needs.
+- ``course_2000_d4`` (the same session, built twice at once in two fresh caches, one with one thread and one with
+  two, sharing the two cores, so (*)): 2,000 steps, decay from 1,000, 12 corpus + 4 drill rows while decaying, for
+  recall. Both began to copy at step ~1,400 (the 4 drill rows after step 1,000 delayed it from ~1,000); the one-thread
+  build then climbed to 82% / 80% (numbers 83% / 79%), the two-thread build to 45% / 35% (numbers 4%): same data and
+  seeds, different reduction order. Both remember (92%, 94%) and have the best loss per byte of all (0.1579, 0.1580;
+  the corpus rows of the decay). Reads in one of two builds again: cutting drill rows before the phase change has
+  had time to grow is the risk. Next: ``course_2000_late4`` keeps 8 drill rows until step 1,500
+  (``decay_drill_frac=0.25``).
 
 Validation bits per byte are within 2% across the four, tokenizers included. Where the phase change falls
 moves by hundreds of steps from build to build, so one build per recipe separates recipes only roughly.
