@@ -195,6 +195,9 @@ def _add_figures(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_map(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.coursemap import COURSE_MAP, course_map_markdown, update_readme
+    from course_utils.runbook import load_times
+
+    times = load_times()
 
     changed = update_readme() if args.update_readme else False
     if not args.json:
@@ -203,7 +206,8 @@ def _cmd_map(args: argparse.Namespace) -> dict[str, Any]:
             print("README.md updated" if changed else "README.md already up to date")
     return {
         "notebooks": [
-            {"number": m.number, "file": m.filename, "available": m.available, "cpu_minutes": m.cpu_minutes}
+            {"number": m.number, "file": m.filename, "available": m.available, "cpu_minutes_estimate": m.cpu_minutes,
+             "cpu_minutes_measured": times[m.number]["minutes"] if m.number in times else None}
             for m in COURSE_MAP
         ],
         "readme_changed": changed,

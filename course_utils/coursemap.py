@@ -1,11 +1,10 @@
 """The course map: every notebook, what it builds, and how long it takes.
 
 Taught in notebook 00 (section "The course map"); the README's table is checked
-against it by ``tests/test_readme.py``, so the two never drift. CPU times are learner
-mode on a quiet 2-core laptop CPU with the earlier stages' artifacts cached, as each
-notebook's title cell states them (estimated from measured step times where a full
-learner run could not be timed yet); ``make course`` measures them on your machine
-(``build/report.md``).
+against it by ``tests/test_readme.py``, so the two never drift. The CPU column is the
+learner-mode time that ``make course`` measured (``results/times.json``, artifacts pre-built
+by ``course prebuild``); a notebook not measured yet shows its estimate, marked ``~``, as does
+the GPU column (estimates for one Colab-class GPU).
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ class Module:
     title: str  # what a person calls it
     builds: str  # what the learner builds and measures
     route: str  # "foundation", "fine-tune", "knowledge", "application", "quality"
-    cpu_minutes: int  # learner mode on a 2-core CPU (rounded up)
-    gpu_minutes: int  # learner mode on one Colab T4-class GPU (estimate)
+    cpu_minutes: int  # estimate: learner mode on a 2-core CPU (the map shows the measured time where there is one)
+    gpu_minutes: int  # estimate: learner mode on one Colab T4-class GPU
 
     @property
     def filename(self) -> str:
@@ -86,12 +85,17 @@ COURSE_MAP: tuple[Module, ...] = (
 )
 
 
-def course_map_markdown(*, prefix: str = "notebooks/") -> str:
-    """The course map as a Markdown table (used in notebook 00 and the README).
+def course_map_markdown(*, prefix: str = "notebooks/", times: dict[str, dict] | None = None) -> str:
+    """The course map as a Markdown table (used in notebook 00, the README and the site).
 
     ``prefix`` is the path from the page that shows the table to ``notebooks/``:
-    ``"notebooks/"`` from the README, ``""`` from a notebook.
+    ``"notebooks/"`` from the README, ``""`` from a notebook. ``times``: the measured learner-mode
+    times (default ``results/times.json``, :func:`course_utils.runbook.load_times`).
     """
+    if times is None:
+        from course_utils.runbook import load_times
+
+        times = load_times()
     rows = [
         "| # | notebook | what you build | CPU | GPU | status |",
         "|---|---|---|---:|---:|---|",
@@ -99,9 +103,9 @@ def course_map_markdown(*, prefix: str = "notebooks/") -> str:
     for m in COURSE_MAP:
         name = f"[{m.title}]({prefix}{m.filename})" if m.available else m.title
         status = "ready" if m.available else "coming"
-        rows.append(
-            f"| {m.number} | {name} | {m.builds} | {m.cpu_minutes} min | {m.gpu_minutes} min | {status} |"
-        )
+        measured = times.get(m.number)
+        cpu = f"{float(measured['minutes']):.1f} min" if measured else f"~{m.cpu_minutes} min"
+        rows.append(f"| {m.number} | {name} | {m.builds} | {cpu} | ~{m.gpu_minutes} min | {status} |")
     return "\n".join(rows)
 
 

@@ -205,7 +205,7 @@ with a reward model and DPO, give it knowledge it never saw with retrieval, and 
 laptop with no GPU. Each page below is a notebook with {ran}.
 
 ## The course map
-CPU times are learner mode on a 2-core laptop CPU with the earlier stages' artifacts cached.
+CPU: the learner-mode minutes `make course` measured on a 2-core laptop CPU with the artifacts pre-built (`course prebuild`); ~ marks an estimate (a notebook not measured yet, and every GPU time, for one Colab-class GPU).
 
 {course_map_markdown(prefix="notebooks/")}
 

@@ -33,3 +33,10 @@ def test_every_course_subcommand_in_the_readme_exists():
 def test_badges_point_at_the_repository():
     assert f"colab.research.google.com/github/{REPO_SLUG}/" in README
     assert f"mybinder.org/v2/gh/{REPO_SLUG}/" in README
+
+
+def test_the_map_shows_measured_cpu_times_and_marks_estimates():
+    table = course_map_markdown(times={"02": {"minutes": 5.84, "measured": "2026-12-02"}}).splitlines()
+    row = {line.split(" | ")[0].strip("| "): line for line in table[2:]}
+    assert "| 5.8 min | ~4 min |" in row["02"]  # measured CPU time; the GPU time is an estimate
+    assert "| ~13 min |" in row["04"]  # not measured: the estimate, marked
