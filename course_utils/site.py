@@ -64,6 +64,11 @@ nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath", "html_image"]
 myst_heading_anchors = 3
 suppress_warnings = ["misc.highlighting_failure", "myst.header", "myst.xref_missing"]
+# MathJax from the site itself (jupyter-server-mathjax's MathJax 2.7), not a CDN: the site works offline
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+mathjax2_config = {{"tex2jax": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]],
+                               "processRefs": False, "processEnvironments": False,
+                               "ignoreClass": "tex2jax_ignore|mathjax_ignore", "processClass": "math"}}}}
 '''
 
 
@@ -233,7 +238,15 @@ instructor
     (src / "conf.py").write_text(_CONF.format(title=TITLE, slug=REPO_SLUG))
     (src / "_static").mkdir()
     (src / "_static" / "course.css").write_text(_CSS)
+    shutil.copytree(_mathjax(), src / "_static" / "mathjax")
     return {"notebooks": status, "mode": mode, "decks": sorted(decks)}
+
+
+def _mathjax() -> Path:
+    """The folder of MathJax 2.7 that jupyter-server-mathjax installs (``MathJax.js``, its fonts and configs)."""
+    import jupyter_server_mathjax
+
+    return Path(jupyter_server_mathjax.__file__).parent / "static"
 
 
 def build_site(executed: str | Path | None = None, out: str | Path | None = None, *,

@@ -125,6 +125,9 @@ def test_the_site_builds_with_every_page_plots_and_search(tmp_path, capsys):
     index = (out / "searchindex.js").read_text()
     assert "lora" in index.lower() and all(nb.stem in index for nb in NOTEBOOKS), "search covers every notebook"
     assert (out / "slides" / f"{last.stem}.md").exists() and (out / "instructor.html").exists()
+    math = (out / "notebooks" / "06_reward_model_dpo.html").read_text()  # the DPO loss is written in TeX
+    assert 'src="../_static/mathjax/MathJax.js?config=' in math and (out / "_static" / "mathjax" / "MathJax.js").exists()
+    assert not [p.name for p in out.rglob("*.html") if "cdn.jsdelivr.net/npm/mathjax" in p.read_text()], "no CDN"
 
 
 def test_a_missing_folder_gets_a_sentence(tmp_path):
