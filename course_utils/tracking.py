@@ -138,15 +138,36 @@ class Tracker:
         """Is a run being recorded?"""
         return self.run_id is not None
 
+    def failed(self, exc: BaseException) -> None:
+        """Tracking broke (a locked or unreachable store, ...): say so once and stop tracking this run.
+        Tracking never stops a stage: a 40-minute training run goes on without it."""
+        if self.active:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            print(f"[tracking] {type(exc).__name__}: {first}; this run goes on without experiment tracking "
+                  "(COURSE_TRACKING=0 turns it off).", file=sys.stderr, flush=True)
+        self.run_id = None
+
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log the numbers among ``metrics`` (other values are skipped) at ``step``; a ``"step"``
-        entry is the step itself, not a metric."""
+        entry is the step itself, not a metric. Written at once to a local SQLite store (a
+        background writer and the run's own reads would lock the file on a busy machine), in the
+        background to a server."""
         values = _numeric({k: v for k, v in metrics.items() if not (step is not None and k == "step")})
         if self.active and values:
-            _mlflow().log_metrics(values, step=step, run_id=self.run_id, synchronous=False)
+            try:
+                _mlflow().log_metrics(values, step=step, run_id=self.run_id,
+                                      synchronous=str(self.uri or "").startswith("sqlite"))
+            except Exception as exc:  # noqa: BLE001  (whatever the store raised, the stage goes on)
+                self.failed(exc)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters that the run does not have yet (a parameter never changes in MLflow)."""
+        try:
+            self._log_params(params)
+        except Exception as exc:  # noqa: BLE001
+            self.failed(exc)
+
+    def _log_params(self, params: Mapping[str, Any]) -> None:
         if not self.active:
             return
         mlflow = _mlflow()
@@ -159,9 +180,12 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags (strings) on the run."""
         if self.active and tags:
-            mlflow_client = _mlflow().MlflowClient(self.uri)
-            for key, value in tags.items():
-                mlflow_client.set_tag(self.run_id, key, str(value))
+            try:
+                mlflow_client = _mlflow().MlflowClient(self.uri)
+                for key, value in tags.items():
+                    mlflow_client.set_tag(self.run_id, key, str(value))
+            except Exception as exc:  # noqa: BLE001
+                self.failed(exc)
 
 
 def _experiment_id(mlflow, stage: str, settings: Settings) -> str:
@@ -215,15 +239,21 @@ def track(stage: str, config: Any = None, *, artifact: str | None = None, tags: 
         try:
             yield tracker
         finally:
-            mlflow.flush_async_logging()
+            _quietly(mlflow.flush_async_logging, tracker)
         return
     uri = tracking_uri(settings)
-    if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    run = mlflow.start_run(experiment_id=_experiment_id(mlflow, stage, settings), run_name=run_name or stage,
-                           tags={k: str(v) for k, v in run_tags.items()})
-    tracker = Tracker(run.info.run_id, uri)
+    try:
+        if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(uri)
+        run = mlflow.start_run(experiment_id=_experiment_id(mlflow, stage, settings), run_name=run_name or stage,
+                               tags={k: str(v) for k, v in run_tags.items()})
+    except Exception as exc:  # noqa: BLE001  (no store: the stage runs untracked)
+        Tracker("-", uri).failed(exc)
+        yield Tracker()
+        return
+    run_id = run.info.run_id
+    tracker = Tracker(run_id, uri)
     status = "FINISHED"
     try:
         tracker.log_params(flatten(config, prefix))
@@ -235,11 +265,22 @@ def track(stage: str, config: Any = None, *, artifact: str | None = None, tags: 
         status = "FAILED"
         raise
     finally:
-        mlflow.flush_async_logging()
-        if mlflow.active_run() is not None and mlflow.active_run().info.run_id == tracker.run_id:
-            mlflow.end_run(status)
-        else:  # someone ended or replaced the active run inside the block: end ours by its id
-            mlflow.MlflowClient(uri).set_terminated(tracker.run_id, status)
+        def close() -> None:
+            mlflow.flush_async_logging()
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run_id:
+                mlflow.end_run(status)
+            else:  # someone ended or replaced the active run inside the block: end ours by its id
+                mlflow.MlflowClient(uri).set_terminated(run_id, status)
+
+        _quietly(close, tracker)
+
+
+def _quietly(fn, tracker: Tracker) -> None:
+    """Run ``fn`` (closing a run); a tracking error is said once, never raised over the stage's own outcome."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        tracker.failed(exc)
 
 
 def report_to(settings: Settings | None = None) -> str:

@@ -179,6 +179,43 @@ def test_pretraining_logs_its_config_and_every_row_at_its_step():
     assert run.data.metrics["val_loss"] == pytest.approx(result.val_loss)
 
 
+def test_a_store_that_breaks_mid_run_never_stops_the_training(monkeypatch, capsys):
+    """A locked SQLite store (a busy machine) killed a 40-minute pretraining run once: now tracking says so
+    once and the run goes on untracked."""
+    import mlflow
+
+    from course_utils.pretrain import _text_file_data, get_preset, train
+    from tests.test_pretrain import _write_text
+
+    train_ids, val_ids, tok = _text_file_data(_write_text(get_settings().cache_dir.parent / "docs.txt", n=200), 256)
+    cfg = get_preset("tiny", max_steps=6, eval_every=2)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=len(tok)))
+    calls = []
+    real = mlflow.log_metrics
+
+    def locked(*args, **kwargs):
+        calls.append(kwargs.get("step"))
+        if len(calls) > 2:
+            raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", locked)
+    result = train(cfg, train_ids, val_ids, progress=False)
+    assert result.steps == 6 and len(calls) == 3  # trained to the end; no write tried after the failure
+    err = capsys.readouterr().err
+    assert err.count("[tracking] MlflowException: (sqlite3.OperationalError) database is locked") == 1
+    assert "goes on without experiment tracking" in err
+    assert _last_run().info.status == "FINISHED"  # the run still ends, with what it had
+
+
+def test_no_store_at_all_means_an_untracked_stage(monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////proc/no/such/place.db")
+    with tracking.track("pretrain", {"x": 1}) as t:
+        t.log_metrics({"loss": 1.0}, step=1)
+        assert not t.active
+    assert "goes on without experiment tracking" in capsys.readouterr().err
+
+
 def test_sft_logs_through_the_trainers_own_mlflow_integration(tiny_llama):
     from course_utils import sft
 
