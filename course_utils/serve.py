@@ -18,6 +18,7 @@ and the service keeps serving.
 import asyncio
 import json
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -50,6 +51,7 @@ class _Job:
     deliver: Any  # callable(token or None, finished) run in the event loop
     seq_id: int | None = None
     tokens: list[int] = field(default_factory=list)
+    error: str | None = None  # set when the engine failed while this request was in it
 
 
 class ChatService:
@@ -89,21 +91,36 @@ class ChatService:
 
     # ------------------------------------------------------------------ the engine's thread
     def _loop(self) -> None:
+        from course_utils.inference import BatchEngine
+
         while not self._closed:
-            while self.engine.free_slots and not self._waiting.empty():
-                job = self._waiting.get()
-                job.seq_id = self.engine.add(job.prompt, job.max_tokens, job.sampling, self.stop)
-                self._jobs[job.seq_id] = job
-            if not self.engine.sequences:
-                self._wake.wait(0.05)
-                self._wake.clear()
-                continue
-            for seq_id, tok, finished in self.engine.step():
-                job = self._jobs[seq_id]
-                if finished:
-                    del self._jobs[seq_id]
-                job.deliver(None if tok in self.stop else tok, finished)
-            self.steps += 1
+            try:
+                self._turn()
+            except Exception as exc:  # noqa: BLE001  (a failed step fails its requests, not the service)
+                print(f"[serve] the engine failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                jobs, self._jobs = list(self._jobs.values()), {}
+                self.engine = BatchEngine(self.model, slots=self.engine.cache.mask.shape[0])
+                for job in jobs:
+                    job.error = f"{type(exc).__name__}: {exc}"
+                    job.deliver(None, True)
+
+    def _turn(self) -> None:
+        """Admit waiting requests into free rows, then one step for every live sequence."""
+        while self.engine.free_slots and not self._waiting.empty():
+            job = self._waiting.get()
+            self._jobs[-1] = job  # failed in add(): still answered
+            job.seq_id = self.engine.add(job.prompt, job.max_tokens, job.sampling, self.stop)
+            self._jobs[job.seq_id] = self._jobs.pop(-1)
+        if not self.engine.sequences:
+            self._wake.wait(0.05)
+            self._wake.clear()
+            return
+        for seq_id, tok, finished in self.engine.step():
+            job = self._jobs[seq_id]
+            if finished:
+                del self._jobs[seq_id]
+            job.deliver(None if tok in self.stop else tok, finished)
+        self.steps += 1
 
     def close(self) -> None:
         self._closed = True
@@ -124,9 +141,11 @@ class ChatService:
         return encode_chat(self.tokenizer, [{"role": m["role"], "content": m["content"]} for m in messages],
                            add_generation_prompt=True)
 
-    def submit(self, prompt: list[int], max_tokens: int, sampling: Any, deliver) -> None:
-        self._waiting.put(_Job(prompt, max_tokens, sampling, deliver))
+    def submit(self, prompt: list[int], max_tokens: int, sampling: Any, deliver) -> _Job:
+        job = _Job(prompt, max_tokens, sampling, deliver)
+        self._waiting.put(job)
         self._wake.set()
+        return job
 
 
 def _sampling(body: dict[str, Any]):
@@ -218,8 +237,8 @@ def create_app(service: ChatService):
         sampling = _sampling(body)
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue = asyncio.Queue()
-        service.submit(prompt, max_tokens, sampling,
-                       lambda tok, finished: loop.call_soon_threadsafe(tokens.put_nowait, (tok, finished)))
+        job = service.submit(prompt, max_tokens, sampling,
+                             lambda tok, finished: loop.call_soon_threadsafe(tokens.put_nowait, (tok, finished)))
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         tok = service.tokenizer
 
@@ -243,7 +262,11 @@ def create_app(service: ChatService):
                                 yield chunk({"content": text[len(sent):]}, None)
                             sent = text
                     if finished:
-                        yield chunk({}, "stop" if t is None else "length")
+                        if job.error:
+                            err = RequestError(500, f"The model failed: {job.error}", kind="server_error")
+                            yield "data: " + json.dumps(err.body()) + "\n\n"
+                        else:
+                            yield chunk({}, "stop" if t is None else "length")
                         yield "data: [DONE]\n\n"
                         return
 
@@ -257,6 +280,8 @@ def create_app(service: ChatService):
             if finished:
                 reason = "stop" if t is None else "length"
                 break
+        if job.error:
+            raise RequestError(500, f"The model failed: {job.error}", kind="server_error")
         return {"id": rid, "object": "chat.completion", "created": created, "model": service.name,
                 "choices": [{"index": 0, "finish_reason": reason,
                              "message": {"role": "assistant", "content": tok.decode(ids, skip_special_tokens=True)}}],

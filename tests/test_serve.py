@@ -271,3 +271,22 @@ def test_langchains_openai_chat_model_runs_a_chain_against_the_service(live, ser
     chain = ChatPromptTemplate.from_messages([("user", "Where was {name} born?")]) | llm | StrOutputParser()
     assert chain.invoke({"name": "Orin Tallow"}) == _greedy_reply(service, QUESTION, 12)[0]
     assert "".join(chain.stream({"name": "Orin Tallow"})) == _greedy_reply(service, QUESTION, 12)[0]
+
+
+def test_a_failing_step_fails_its_request_and_the_service_goes_on(client, service, monkeypatch):
+    engine = service.engine
+    real = type(engine).step
+    calls = []
+
+    def broken(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory in the attention")
+        return real(self)
+
+    monkeypatch.setattr(type(engine), "step", broken)
+    r = client.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 4})
+    assert r.status_code == 500 and "out of memory" in r.json()["error"]["message"]
+    assert r.json()["error"]["type"] == "server_error"
+    ok = client.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 4, "temperature": 0})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == _greedy_reply(service, QUESTION, 4)[0]
