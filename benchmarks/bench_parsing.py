@@ -23,6 +23,22 @@ chunks that carry navigation text (``Previous topic``, ``Next topic``, ``This Pa
     python -m benchmarks.bench_parsing --all              # all 317 pages (about 4 x 18,000 chunks to embed)
 
 Pages other than the gold ones are drawn at random (seed 0); every variant indexes the same pages.
+
+Measured 2026-12-02 on a quiet 2-core AMD EPYC (AVX512-BF16), the default run (the 51 gold pages of the 50
+questions and 40 others, 91 pages; dense retrieval, exact search):
+
+| preparation | chunks | mean chars | chunks with navigation | recall@1 | recall@5 | recall@10 | MRR | embed s |
+|---|---|---|---|---|---|---|---|---|
+| page text | 5,465 | 587 | 4% | 0.87 | 1.00 | 1.00 | 0.935 | 146.5 |
+| parser without prefix | 7,635 | 312 | 0% | 0.87 | 1.00 | 1.00 | 0.937 | 134.3 |
+| parser | 7,635 | 397 | 0% | 0.93 | 1.00 | 1.00 | 0.967 | 135.8 |
+
+Every variant finds every gold page within five results on this set, so the differences are at the top: the page
+title and section path in front of each chunk put the right page first for three more questions of the 50 (recall@1
+0.87 -> 0.93, MRR 0.935 -> 0.967). Dropping navigation alone changes no ranking here (Sphinx keeps it to a header and
+a footer: 4% of the page-text chunks); the parser's chunks are shorter because it cuts at section headings, and they
+keep code blocks and tables whole. A harder set (more pages, questions whose words are in many pages) would separate
+the variants further: ``--all`` indexes the whole library.
 """
 
 from __future__ import annotations
