@@ -4,7 +4,7 @@ The same chunks and vectors (a course index, nothing embedded twice) are searche
 this process) and by Qdrant in its embedded local mode (a database folder on disk, what ``course rag index
 --store qdrant`` builds), on the course evaluation set and on a real documentation set with its own
 questions (Debian's ``python3-doc``: the 317 pages of the Python 3.11 library reference under
-``/usr/share/doc/python3.11/html/library``, 20 questions with gold pages in
+``/usr/share/doc/python3.11/html/library``, questions with gold pages in
 ``data/docsets/python3-library-questions.jsonl``):
 
     python -m benchmarks.bench_vectorstores                  # the course store and its 424 questions
@@ -34,7 +34,7 @@ compare within a table, not across machines). Course store, 621 chunks, 424 ques
 | FAISS flat | 1 / 1 | 0.9847 | 0.083 / 0.092 | 0.00 | 0.91 |
 | Qdrant local | 1 / 1 | 0.9847 | 1.13 / 1.21 | 1.03 | 2.96 |
 
-Python library reference (python3-doc), 317 pages, 17,733 chunks, 20 questions:
+Python library reference (python3-doc), 317 pages, 17,733 chunks, the file's first 20 questions (the other 30 came later):
 
 | store | recall@5 / @10 vs flat | gold recall@5 | p50 / p95 ms | build s | disk MB |
 |---|---|---|---|---|---|
