@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -59,24 +57,6 @@ def run_load(url: str, questions: list[str], concurrency: int, max_tokens: int =
             "latency_p50": pct(0.5), "latency_p95": pct(0.95)}
 
 
-def start_server(service) -> tuple[str, Any, threading.Thread]:
-    """``service``'s app on a free loopback port, in a thread: ``(url, server, thread)``."""
-    import uvicorn
-
-    from course_utils.serve import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="sft", help="sft | dpo | a chat model folder")
@@ -88,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from course_utils.data import load_eval
-    from course_utils.serve import ChatService
+    from course_utils.serve import ChatService, start_in_thread
     from course_utils.settings import get_settings
 
     settings = get_settings()
@@ -100,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         path = args.model
     service = ChatService(path, slots=args.slots)
-    url, server, thread = start_server(service)
+    url, stop = start_in_thread(service)
     questions = [q["question"] for q in load_eval(settings=settings)]
     rows = []
     try:
@@ -112,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop()
         service.close()
     base = rows[0]["tokens_per_s"]
     print("| clients | requests | errors | requests/s | tokens/s | vs first | latency p50 / p95 s | engine steps |\n"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChatService", "create_app"]
+__all__ = ["ChatService", "create_app", "free_port", "serve", "start_in_thread"]
 
 ROLES = ("system", "user", "assistant")
 
@@ -187,14 +187,17 @@ def create_app(service: ChatService):
     async def page():
         return (Path(__file__).parent / "static" / "chat.html").read_text(encoding="utf-8")
 
+    async def json_body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError(400, "The request body is not valid JSON.") from None
+
     @app.post("/feedback")
     async def feedback(request: Request):
         from course_utils.feedback import FeedbackStore
 
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise RequestError(400, "The request body is not valid JSON.") from None
+        body = await json_body(request)
         if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("prompt", "answer")):
             raise RequestError(400, "A rating needs the prompt and the answer as text.")
         if body.get("rating") not in (1, -1):
@@ -210,10 +213,7 @@ def create_app(service: ChatService):
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise RequestError(400, "The request body is not valid JSON.") from None
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise RequestError(400, "The request body must be a JSON object.")
         if body.get("model") not in (service.name, None):
@@ -289,6 +289,35 @@ def create_app(service: ChatService):
                           "total_tokens": len(prompt) + len(ids) + (reason == "stop")}}
 
     return app
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_in_thread(service: ChatService, timeout: float = 60.0):
+    """``service``'s app on a free loopback port, served by uvicorn in a daemon thread (tests, benchmarks,
+    notebook 13): ``(url, stop)``, where ``stop()`` shuts the server down."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + timeout
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return f"http://127.0.0.1:{port}", stop
 
 
 def serve(model: str = "sft", *, host: str = "127.0.0.1", port: int = 8000, slots: int = 8, settings=None,

@@ -3,8 +3,6 @@ the model's own greedy reply; bad requests get a 4xx with an OpenAI-style body a
 serving; concurrent requests are batched; the official openai client talks to it over HTTP."""
 
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +10,7 @@ import pytest
 import torch
 
 from course_utils.inference import generate
-from course_utils.serve import ChatService, create_app
+from course_utils.serve import ChatService, create_app, free_port, start_in_thread
 from tests.test_sft import tiny_model_folder
 
 QUESTION = [{"role": "user", "content": "Where was Orin Tallow born?"}]
@@ -116,32 +114,18 @@ def test_concurrent_requests_share_the_engines_steps(client, service):
     assert service.steps - before < tokens  # two rows per step: fewer steps than tokens
 
 
-def test_the_openai_client_talks_to_the_service_over_http(service):
-    import uvicorn
+def test_the_openai_client_talks_to_the_service_over_http(live, service):
     from openai import BadRequestError, OpenAI
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 20
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
-        api = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0, timeout=30)
-        assert [m.id for m in api.models.list()] == ["tiny-chat"]
-        reply = api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=12, temperature=0)
-        assert reply.choices[0].message.content == _greedy_reply(service, QUESTION, 12)[0]
-        stream = api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=12, temperature=0,
-                                             stream=True)
-        assert "".join(c.choices[0].delta.content or "" for c in stream) == reply.choices[0].message.content
-        with pytest.raises(BadRequestError, match="max_tokens"):
-            api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=0)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    api = OpenAI(base_url=f"{live}/v1", api_key="not-needed", max_retries=0, timeout=30)
+    assert [m.id for m in api.models.list()] == ["tiny-chat"]
+    reply = api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=12, temperature=0)
+    assert reply.choices[0].message.content == _greedy_reply(service, QUESTION, 12)[0]
+    stream = api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=12, temperature=0,
+                                         stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == reply.choices[0].message.content
+    with pytest.raises(BadRequestError, match="max_tokens"):
+        api.chat.completions.create(model="tiny-chat", messages=QUESTION, max_tokens=0)
 
 
 def test_course_serve_starts_answers_and_stops_on_ctrl_c(service, tmp_path):
@@ -151,9 +135,7 @@ def test_course_serve_starts_answers_and_stops_on_ctrl_c(service, tmp_path):
     import urllib.request
 
     folder = tiny_model_folder(tmp_path / "model")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "course_utils.cli", "serve", "--model", str(folder), "--port",
                              str(port), "--slots", "2", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -189,21 +171,10 @@ def _chromium() -> str | None:
 @pytest.fixture
 def live(service, tmp_path):
     """The app on a free loopback port, its ratings in a fresh store."""
-    import uvicorn
-
     service.feedback_path = tmp_path / "ratings.sqlite"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    url, stop = start_in_thread(service)
+    yield url
+    stop()
     service.feedback_path = None
 
 
