@@ -18,43 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-
-def run_load(url: str, questions: list[str], concurrency: int, max_tokens: int = 32,
-             timeout: float = 120.0) -> dict[str, Any]:
-    """Send one request per question from ``concurrency`` clients; figures of the run."""
-    import httpx
-
-    def ask(client: httpx.Client, question: str) -> tuple[float, int, str | None]:
-        t0 = time.perf_counter()
-        try:
-            r = client.post(url + "/v1/chat/completions", timeout=timeout,
-                            json={"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
-                                  "temperature": 0})
-            if r.status_code != 200:
-                return time.perf_counter() - t0, 0, f"{r.status_code}: {r.text[:200]}"
-            return time.perf_counter() - t0, int(r.json()["usage"]["completion_tokens"]), None
-        except httpx.HTTPError as exc:
-            return time.perf_counter() - t0, 0, repr(exc)
-
-    start = time.perf_counter()
-    with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(lambda q: ask(client, q), questions))
-    wall = time.perf_counter() - start
-    latencies = sorted(r[0] for r in results if r[2] is None)
-    errors = [r[2] for r in results if r[2] is not None]
-
-    def pct(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else float("nan")
-
-    tokens = sum(r[1] for r in results)
-    return {"concurrency": concurrency, "requests": len(questions), "errors": len(errors),
-            "first_error": errors[0] if errors else None, "seconds": round(wall, 2),
-            "requests_per_s": round(len(questions) / wall, 2), "tokens_per_s": round(tokens / wall, 1),
-            "latency_p50": pct(0.5), "latency_p95": pct(0.95)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from course_utils.data import load_eval
-    from course_utils.serve import ChatService, start_in_thread
+    from course_utils.serve import ChatService, load_test, start_in_thread
     from course_utils.settings import get_settings
 
     settings = get_settings()
@@ -87,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in (int(x) for x in args.concurrency.split(",")):
             picked = [questions[i % len(questions)] for i in range(args.requests)]
             steps = service.steps
-            row = run_load(url, picked, c, args.max_tokens)
+            row = load_test(url, picked, c, args.max_tokens)
             row["engine_steps"] = service.steps - steps
             rows.append(row)
             print(json.dumps(row), flush=True)

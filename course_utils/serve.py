@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChatService", "create_app", "free_port", "serve", "start_in_thread"]
+__all__ = ["ChatService", "create_app", "free_port", "load_test", "serve", "start_in_thread"]
 
 ROLES = ("system", "user", "assistant")
 
@@ -289,6 +289,44 @@ def create_app(service: ChatService):
                           "total_tokens": len(prompt) + len(ids) + (reason == "stop")}}
 
     return app
+
+
+def load_test(url: str, questions: list[str], concurrency: int, max_tokens: int = 32,
+             timeout: float = 120.0) -> dict[str, Any]:
+    """A load test of a chat service at ``url``: one greedy request per question, sent by ``concurrency``
+    clients at once (each sends its next when its answer is in). Returns requests/s, tokens/s, latency
+    p50/p95 (seconds) and the errors (a failed request is counted, never raised)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def ask(client: httpx.Client, question: str) -> tuple[float, int, str | None]:
+        t0 = time.perf_counter()
+        try:
+            r = client.post(url + "/v1/chat/completions", timeout=timeout,
+                            json={"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+                                  "temperature": 0})
+            if r.status_code != 200:
+                return time.perf_counter() - t0, 0, f"{r.status_code}: {r.text[:200]}"
+            return time.perf_counter() - t0, int(r.json()["usage"]["completion_tokens"]), None
+        except httpx.HTTPError as exc:
+            return time.perf_counter() - t0, 0, repr(exc)
+
+    start = time.perf_counter()
+    with httpx.Client() as client, ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda q: ask(client, q), questions))
+    wall = time.perf_counter() - start
+    latencies = sorted(r[0] for r in results if r[2] is None)
+    errors = [r[2] for r in results if r[2] is not None]
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else float("nan")
+
+    tokens = sum(r[1] for r in results)
+    return {"concurrency": concurrency, "requests": len(questions), "errors": len(errors),
+            "first_error": errors[0] if errors else None, "seconds": round(wall, 2),
+            "requests_per_s": round(len(questions) / wall, 2), "tokens_per_s": round(tokens / wall, 1),
+            "latency_p50": pct(0.5), "latency_p95": pct(0.95)}
 
 
 def free_port() -> int:

@@ -220,15 +220,15 @@ def test_a_bad_rating_is_refused(client):
 
 
 def test_the_load_test_counts_requests_tokens_and_errors(live, service):
-    from benchmarks.bench_serve import run_load
+    from course_utils.serve import load_test
 
     questions = [f"Who founded town number {i}?" for i in range(12)]
-    one = run_load(live, questions, concurrency=1, max_tokens=8)
-    four = run_load(live, questions, concurrency=4, max_tokens=8)
+    one = load_test(live, questions, concurrency=1, max_tokens=8)
+    four = load_test(live, questions, concurrency=4, max_tokens=8)
     for row in (one, four):
         assert row["requests"] == 12 and row["errors"] == 0 and row["tokens_per_s"] > 0
         assert row["latency_p50"] <= row["latency_p95"]
-    bad = run_load(live, ["x" * 3000], concurrency=1)  # far over the context: counted as an error, not raised
+    bad = load_test(live, ["x" * 3000], concurrency=1)  # far over the context: counted as an error, not raised
     assert bad["errors"] == 1 and bad["first_error"].startswith("400")
 
 
