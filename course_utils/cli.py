@@ -377,7 +377,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 def _cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils.serve import serve
 
-    return serve(args.model, host=args.host, port=args.port, slots=args.slots,
+    return serve(args.model, host=args.host, port=args.port, slots=args.slots, index=args.index, k=args.k,
                  say=lambda line: print(line, file=sys.stderr, flush=True))
 
 
@@ -388,6 +388,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--slots", type=int, default=8, help="sequences batched together (default: 8)")
+    p.add_argument("--index", default=None, help="answer with retrieval: an index folder (`course rag index`), or "
+                                                 "`course` for the course's own index (notebook 08); answers carry "
+                                                 "the passages and the ids they cite")
+    p.add_argument("--k", type=int, default=3, help="with --index: passages retrieved per question (default: 3)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -444,6 +448,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
     if getattr(args, "chunk_overlap", None) is not None and args.chunk_overlap < 0:
         raise ValueError(f"--chunk-overlap must be 0 or more, got {args.chunk_overlap}.")
+    if args.command == "serve" and args.index not in (None, "course"):
+        from pathlib import Path
+
+        if not (Path(args.index) / "chunks.jsonl").is_file():
+            raise ValueError(f"--index {args.index} is not an index folder: build one with `course rag index DOCS "
+                             f"--out DIR`, or give --index course for the course's own index.")
     question = getattr(args, "question", None)
     if question is not None and not any(ch.isalnum() for ch in question):
         raise ValueError(f"The question {question!r} has no words: ask something, in quotes.")

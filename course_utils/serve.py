@@ -10,6 +10,14 @@ LangChain's ``ChatOpenAI`` talk to it unchanged (``base_url="http://127.0.0.1:80
 page (replies streamed as they come, the conversation kept, a thumbs up or down under each answer written
 to the feedback store of notebook 10 through ``/feedback``).
 
+With an index (``ChatService(..., index=DIR)``, ``course serve --index DIR``), every request is answered with
+retrieval, as notebook 08's chain does: the last user message is the question, the index's passages that fit
+the context go into the grounded prompt the SFT model learned ("Read the passage and answer the question.
+Passage: ... Question: ..."), and the response carries two fields beside OpenAI's: ``passages`` (the
+passages the model was given: ``id``, ``doc_id``, ``source``, ``text``) and ``citations`` (the ids of those
+that support the answer, :func:`course_utils.scores.cite`); a streamed reply carries them in its last chunk.
+The chat page shows them under the answer.
+
 Bad requests get a 4xx with an OpenAI-style body (``{"error": {"message", "type", "param", "code"}}``)
 and the service keeps serving.
 """
@@ -58,7 +66,7 @@ class ChatService:
     """A model folder served through a :class:`~course_utils.inference.BatchEngine` of ``slots`` rows."""
 
     def __init__(self, model_dir: "str | Path", *, slots: int = 8, name: "str | None" = None,
-                 feedback: "str | Path | None" = None):
+                 feedback: "str | Path | None" = None, index: Any = None, k: int = 3, method: str = "hybrid"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -78,6 +86,11 @@ class ChatService:
         self.model = gpt_from_llama(hf)
         self.name = name or path.name
         self.feedback_path = feedback  # the chat page's ratings (None: the course's default store)
+        if index is not None and not hasattr(index, "search"):
+            from course_utils.rag import RagIndex
+
+            index = RagIndex.load(index)
+        self.index, self.k, self.method = index, k, method  # retrieval for every request (None: none)
         self.context = self.model.cfg.max_seq_len
         self.engine = BatchEngine(self.model, slots=slots)
         self.stop = set(end_ids(self.tokenizer))
@@ -140,6 +153,27 @@ class ChatService:
                                    f"messages[{i}]")
         return encode_chat(self.tokenizer, [{"role": m["role"], "content": m["content"]} for m in messages],
                            add_generation_prompt=True)
+
+    def ground(self, messages: Any, max_tokens: int) -> "tuple[Any, list[dict[str, Any]] | None]":
+        """With an index: ``messages`` with the last user turn rewritten as the grounded prompt over the
+        retrieved passages that fit the context with ``max_tokens`` to spare, and those passages. Without
+        one: ``(messages, None)``."""
+        if self.index is None or not isinstance(messages, list) or not messages:
+            return messages, None
+        from course_utils.generation import fit_passages
+        from course_utils.supervised import READ_PROMPT
+
+        last = messages[-1]
+        if not isinstance(last, dict) or last.get("role") != "user" or not isinstance(last.get("content"), str) \
+                or not last["content"].strip():
+            return messages, None  # prompt_ids says what is wrong with it
+        question = last["content"].strip()
+        hits = self.index.search(question, self.k, method=self.method)
+        kept = fit_passages([h["text"] for h in hits], question, self.tokenizer, self.context, max_tokens)
+        passages = [{key: h.get(key) for key in ("id", "doc_id", "source")} | {"text": text}
+                    for h, text in zip(hits, kept)]
+        prompt = READ_PROMPT.format(context=" ".join(kept), question=question)
+        return [*messages[:-1], {"role": "user", "content": prompt}], passages
 
     def submit(self, prompt: list[int], max_tokens: int, sampling: Any, deliver) -> _Job:
         job = _Job(prompt, max_tokens, sampling, deliver)
@@ -219,13 +253,19 @@ def create_app(service: ChatService):
         if body.get("model") not in (service.name, None):
             raise RequestError(404, f"The model {body.get('model')!r} does not exist; this service serves "
                                     f"{service.name!r} (GET /v1/models).", "model", "model_not_found")
-        prompt = service.prompt_ids(body.get("messages"))
+        asked = body.get("max_tokens", body.get("max_completion_tokens"))
+        messages, passages = body.get("messages"), None
+        if service.index is not None:  # retrieval (an embedding and a search) off the event loop
+            budget = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else 48
+            messages, passages = await asyncio.get_running_loop().run_in_executor(
+                None, service.ground, messages, budget)
+        prompt = service.prompt_ids(messages)
         room = service.context - len(prompt)
         if room < 1:
             raise RequestError(400, f"The prompt has {len(prompt)} tokens and the model's context is "
                                     f"{service.context}: no room for a reply. Shorten the conversation.",
                                "messages", "context_length_exceeded")
-        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+        max_tokens = asked
         if max_tokens is None:
             max_tokens = min(128, room)
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -242,10 +282,20 @@ def create_app(service: ChatService):
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         tok = service.tokenizer
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> str:
+        def grounding(answer: str) -> dict[str, Any]:
+            """The passages the model read and the ids of those that support ``answer`` (with an index)."""
+            if passages is None:
+                return {}
+            from course_utils.scores import cite
+
+            original = body["messages"][-1]["content"].strip()
+            return {"passages": passages, "citations": cite(answer, original, passages)}
+
+        def chunk(delta: dict[str, Any], finish: str | None, extra: "dict[str, Any] | None" = None) -> str:
             return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
                                           "model": service.name, "choices": [{"index": 0, "delta": delta,
-                                                                              "finish_reason": finish}]}) + "\n\n"
+                                                                              "finish_reason": finish}],
+                                          **(extra or {})}) + "\n\n"
 
         if body.get("stream"):
             async def events():
@@ -266,7 +316,7 @@ def create_app(service: ChatService):
                             err = RequestError(500, f"The model failed: {job.error}", kind="server_error")
                             yield "data: " + json.dumps(err.body()) + "\n\n"
                         else:
-                            yield chunk({}, "stop" if t is None else "length")
+                            yield chunk({}, "stop" if t is None else "length", grounding(sent))
                         yield "data: [DONE]\n\n"
                         return
 
@@ -282,11 +332,12 @@ def create_app(service: ChatService):
                 break
         if job.error:
             raise RequestError(500, f"The model failed: {job.error}", kind="server_error")
+        answer = tok.decode(ids, skip_special_tokens=True)
         return {"id": rid, "object": "chat.completion", "created": created, "model": service.name,
-                "choices": [{"index": 0, "finish_reason": reason,
-                             "message": {"role": "assistant", "content": tok.decode(ids, skip_special_tokens=True)}}],
+                "choices": [{"index": 0, "finish_reason": reason, "message": {"role": "assistant", "content": answer}}],
                 "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(ids) + (reason == "stop"),
-                          "total_tokens": len(prompt) + len(ids) + (reason == "stop")}}
+                          "total_tokens": len(prompt) + len(ids) + (reason == "stop")},
+                **grounding(answer)}
 
     return app
 
@@ -359,9 +410,10 @@ def start_in_thread(service: ChatService, timeout: float = 60.0):
 
 
 def serve(model: str = "sft", *, host: str = "127.0.0.1", port: int = 8000, slots: int = 8, settings=None,
-          say=print) -> "dict[str, Any]":
+          index: "str | None" = None, k: int = 3, say=print) -> "dict[str, Any]":
     """Serve ``model`` (``sft``, ``dpo`` or a model folder) until interrupted (Ctrl-C); what ``course serve``
-    runs. The course's models are built first if they are not cached."""
+    runs. The course's models are built first if they are not cached. ``index``: answer with retrieval from
+    an index folder (``course rag index``), or ``"course"`` for the course's own index (notebook 08)."""
     import uvicorn
 
     from course_utils.settings import get_settings
@@ -377,13 +429,24 @@ def serve(model: str = "sft", *, host: str = "127.0.0.1", port: int = 8000, slot
         path = load_or_build_dpo_model(settings)
     else:
         path = Path(model).expanduser()
-    service = ChatService(path, slots=slots, name=model if model in ("sft", "dpo") else None)
+    rag_index = None
+    if index == "course":
+        from course_utils.rag import load_or_build_index
+
+        rag_index = load_or_build_index(settings=settings)
+    elif index is not None:
+        if not (Path(index) / "chunks.jsonl").exists():
+            raise FileNotFoundError(f"{index} is not an index folder: build one with `course rag index DOCS --out DIR`, "
+                                    f"or use --index course.")
+        rag_index = index
+    service = ChatService(path, slots=slots, name=model if model in ("sft", "dpo") else None, index=rag_index, k=k)
     say(f"[serve] {service.name} ({path}) on http://{host}:{port}/v1 — context {service.context} tokens, "
-        f"{slots} rows per batch; the chat page: http://{host}:{port}/ ; Ctrl-C stops it")
+        f"{slots} rows per batch{f', {k} passages retrieved per question' if rag_index is not None else ''}; "
+        f"the chat page: http://{host}:{port}/ ; Ctrl-C stops it")
     started = time.time()
     try:
         uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
     finally:
         service.close()
     return {"model": service.name, "path": str(path), "url": f"http://{host}:{port}/v1", "steps": service.steps,
-            "seconds": round(time.time() - started, 1)}
+            "rag": rag_index is not None, "seconds": round(time.time() - started, 1)}

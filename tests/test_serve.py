@@ -261,3 +261,53 @@ def test_a_failing_step_fails_its_request_and_the_service_goes_on(client, servic
     assert r.json()["error"]["type"] == "server_error"
     ok = client.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 4, "temperature": 0})
     assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == _greedy_reply(service, QUESTION, 4)[0]
+
+
+@pytest.fixture(scope="module")
+def rag_service(tmp_path_factory):
+    """The tiny chat model over a five-passage index (the passages of tests/test_rag.py)."""
+    from course_utils.embed import embed, load_embedder
+    from course_utils.prep import Chunk
+    from course_utils.rag import IndexConfig, RagIndex
+    from tests.test_rag import FACTS
+
+    embedder = load_embedder(device="cpu")
+    chunks = [Chunk(id=f"{d}#0", text=t, doc_id=d, source=f"docs/{d}.txt", position=0, meta={}) for d, t in FACTS]
+    index = RagIndex(chunks, embed([c.text for c in chunks], embedder), IndexConfig(), embedder=embedder)
+    svc = ChatService(tiny_model_folder(tmp_path_factory.mktemp("rag") / "model"), slots=2, name="tiny-rag",
+                      index=index, k=2, method="dense")
+    yield svc
+    svc.close()
+
+
+def test_with_an_index_the_model_reads_the_retrieved_passages_and_the_answer_cites_them(rag_service, service):
+    from fastapi.testclient import TestClient
+
+    from course_utils.scores import cite
+
+    client = TestClient(create_app(rag_service))
+    question = [{"role": "user", "content": "Where was Warath Trernbri born?"}]
+    payload = {"messages": question, "max_tokens": 8, "temperature": 0}
+    body = client.post("/v1/chat/completions", json=payload).json()
+    grounded, passages = rag_service.ground(question, 8)
+    assert body["passages"] == passages and passages[0]["id"] == "person-1#0"  # the passage that answers it
+    prompt = grounded[-1]["content"]
+    assert prompt.startswith("Read the passage and answer the question.") and "born in Kithka" in prompt
+    assert prompt.endswith("Question: Where was Warath Trernbri born?")
+    assert body["usage"]["prompt_tokens"] == len(rag_service.prompt_ids(grounded))  # the model read the passages
+    answer = body["choices"][0]["message"]["content"]
+    assert answer == _greedy_reply(rag_service, grounded, 8)[0]
+    assert body["citations"] == cite(answer, question[0]["content"], passages)
+    with client.stream("POST", "/v1/chat/completions", json={**payload, "stream": True}) as r:
+        chunks = [json.loads(line.removeprefix("data: ")) for line in r.iter_lines() if line and line != "data: [DONE]"]
+    assert chunks[-1]["passages"] == passages and chunks[-1]["citations"] == body["citations"]
+    assert all("passages" not in c for c in chunks[:-1])
+    # a service without an index answers closed-book: no passages, no citations
+    assert service.ground(question, 8) == (question, None)
+
+
+def test_course_serve_refuses_an_index_that_is_not_one(tmp_path, capsys):
+    from course_utils.cli import main
+
+    assert main(["serve", "--index", str(tmp_path), "--json"]) != 0
+    assert "not an index folder" in capsys.readouterr().err
