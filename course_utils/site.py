@@ -13,6 +13,10 @@ build is offline and takes about a minute. The site has:
   sources; the instructor pack (``docs/instructor.md``, its generated parts refreshed);
 - full-text search (Sphinx's own index, no server).
 
+Mermaid diagrams (```` ```mermaid ```` blocks of notebooks 00 and 06, which JupyterLab draws) are drawn by
+Mermaid's own script, served by the site (``node_modules/mermaid/dist/mermaid.min.js``, pinned in
+``package.json`` and installed by ``npm ci`` as the decks' Marp is); without it they show as their text.
+
 Progress bars are saved by Jupyter as widgets whose final state lies in the notebook's metadata; the site
 shows them as the text bar they ended as, so no widget script is needed (a bar whose state was not saved,
 as in the notebook tests' copies, is left out). A notebook missing from the
@@ -35,7 +39,7 @@ from course_utils.coursemap import COURSE_MAP, course_map_markdown
 from course_utils.runbook import discover_notebooks
 from course_utils.settings import REPO_SLUG, repo_root
 
-__all__ = ["build_site", "prepare_notebook", "site_sources"]
+__all__ = ["build_site", "mermaid_blocks", "prepare_notebook", "site_sources"]
 
 TITLE = "From an empty folder to your own LLM product"
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -57,6 +61,7 @@ html_theme_options = {{
 html_extra_path = ["_extra"]
 html_static_path = ["_static"]
 html_css_files = ["course.css"]
+html_js_files = {js_files!r}
 html_show_sourcelink = False
 exclude_patterns = ["_extra", "_static", "_doctrees"]
 nb_execution_mode = "off"  # the notebooks are executed copies: render their outputs, run nothing
@@ -91,12 +96,26 @@ def _bar(state: dict, model: dict) -> str | None:
     return html.unescape(text).replace("\u2007", " ")
 
 
+_MERMAID_FENCE = re.compile(r"^```mermaid[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def mermaid_blocks(markdown: str) -> str:
+    """``markdown`` with every ```` ```mermaid ```` block as ``<pre class="mermaid">`` (its text escaped),
+    which Mermaid's script draws in the browser (MyST passes the HTML through)."""
+    return _MERMAID_FENCE.sub(lambda m: f'<pre class="mermaid">\n{html.escape(m.group(1).rstrip())}\n</pre>', markdown)
+
+
 def prepare_notebook(nb: dict, banner: str) -> dict:
-    """``nb`` ready for the site: the ``banner`` (Markdown) after the title cell, progress-bar widgets as the
-    text they ended as, other widgets as a sentence, and no widget state (which would pull scripts from a CDN)."""
+    """``nb`` ready for the site: the ``banner`` (Markdown) after the title cell, Mermaid blocks for Mermaid's
+    script (:func:`mermaid_blocks`), progress-bar widgets as the text they ended as, other widgets as a
+    sentence, and no widget state (which would pull scripts from a CDN)."""
     nb = json.loads(json.dumps(nb))  # a copy
     state = nb.get("metadata", {}).pop("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
     for cell in nb["cells"]:
+        if cell.get("cell_type") == "markdown":
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            if "```mermaid" in text:
+                cell["source"] = mermaid_blocks(text)
         outputs = []
         for out in cell.get("outputs", []):
             view = out.get("data", {}).get(_WIDGET_VIEW)
@@ -235,11 +254,25 @@ instructor
 ```
 """
     (src / "index.md").write_text(index)
-    (src / "conf.py").write_text(_CONF.format(title=TITLE, slug=REPO_SLUG))
     (src / "_static").mkdir()
     (src / "_static" / "course.css").write_text(_CSS)
     shutil.copytree(_mathjax(), src / "_static" / "mathjax")
-    return {"notebooks": status, "mode": mode, "decks": sorted(decks)}
+    mermaid = _mermaid_js()
+    js_files = []
+    if mermaid is not None:
+        shutil.copy2(mermaid, src / "_static" / "mermaid.min.js")
+        (src / "_static" / "mermaid-init.js").write_text(
+            "// Written by course_utils/site.py: draw every <pre class=\"mermaid\"> once the page is loaded.\n"
+            "window.addEventListener('load', () => { mermaid.initialize({startOnLoad: false}); mermaid.run(); });\n")
+        js_files = ["mermaid.min.js", "mermaid-init.js"]
+    (src / "conf.py").write_text(_CONF.format(title=TITLE, slug=REPO_SLUG, js_files=js_files))
+    return {"notebooks": status, "mode": mode, "decks": sorted(decks), "mermaid": mermaid is not None}
+
+
+def _mermaid_js() -> Path | None:
+    """Mermaid's script from ``node_modules`` (``npm ci``), or None where it is not installed."""
+    path = repo_root() / "node_modules" / "mermaid" / "dist" / "mermaid.min.js"
+    return path if path.is_file() else None
 
 
 def _mathjax() -> Path:
@@ -285,6 +318,7 @@ def build_site(executed: str | Path | None = None, out: str | Path | None = None
         "notebooks": made["notebooks"],
         "mode": made["mode"] or "unrecorded",
         "decks": made["decks"],
+        "mermaid": made["mermaid"],
         "warnings": len(warnings),
         "seconds": round(time.perf_counter() - t0, 1),
         "_exit": 0 if proc.returncode == 0 and not missing else 1,

@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from course_utils.cli import main
 from course_utils.runbook import discover_notebooks
 from course_utils.settings import repo_root
-from course_utils.site import build_site, prepare_notebook, site_sources
+from course_utils.site import build_site, mermaid_blocks, prepare_notebook, site_sources
 
 NOTEBOOKS = discover_notebooks()
 # a 1x1 PNG
@@ -128,6 +128,18 @@ def test_the_site_builds_with_every_page_plots_and_search(tmp_path, capsys):
     math = (out / "notebooks" / "06_reward_model_dpo.html").read_text()  # the DPO loss is written in TeX
     assert 'src="../_static/mathjax/MathJax.js?config=' in math and (out / "_static" / "mathjax" / "MathJax.js").exists()
     assert not [p.name for p in out.rglob("*.html") if "cdn.jsdelivr.net/npm/mathjax" in p.read_text()], "no CDN"
+    overview = (out / "notebooks" / "00_llmops_overview.html").read_text()  # its routes are Mermaid diagrams
+    assert '<pre class="mermaid">' in overview and "```mermaid" not in overview
+    if (repo_root() / "node_modules" / "mermaid").is_dir():  # npm ci installs it (the slides' tests run it first)
+        assert result["mermaid"] and 'src="../_static/mermaid.min.js' in overview
+        assert (out / "_static" / "mermaid.min.js").stat().st_size > 1_000_000
+
+
+def test_mermaid_blocks_become_html_for_mermaids_script():
+    text = "Intro\n\n```mermaid\nflowchart LR\n  A[data] --> B{{ok?}}\n  B -- yes --> C\n```\n\n```python\nx = 1\n```\n"
+    out = mermaid_blocks(text)
+    assert '<pre class="mermaid">\nflowchart LR\n  A[data] --&gt; B{{ok?}}\n  B -- yes --&gt; C\n</pre>' in out
+    assert out.startswith("Intro") and "```python\nx = 1\n```" in out and "```mermaid" not in out
 
 
 def test_a_missing_folder_gets_a_sentence(tmp_path):
