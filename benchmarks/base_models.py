@@ -34,6 +34,8 @@ probes: ``gpt4_8x8`` on the machine of the session before (7,243 tokens/s), the 
 | course_2000_d4_2threads | 'Ġ183' '8' | 45% / 35% | 4% / 0% (of 24) | 72% / 58% | 94% | 0.493 | 0.1580 | 40.6 min* |
 | course_2000_late4_1thread | 'Ġ183' '8' | 58% / 57% | 21% / 29% (of 24) | 83% / 75% | 38% | 0.498 | 0.1593 | 50.4 min* |
 | course_2000_late4_2threads | 'Ġ183' '8' | 90% / 87% | 96% / 96% (of 24) | 86% / 81% | 94% | 0.498 | 0.1594 | 43.9 min* |
+| late4_8heads_1thread | 'Ġ183' '8' | 58% / 42% | 17% / 12% (of 24) | 86% / 61% | 98% | 0.497 | 0.1591 | 53.2 min* |
+| late4_8heads_2threads | 'Ġ183' '8' | 87% / 85% | 92% / 92% (of 24) | 83% / 81% | 99% | 0.496 | 0.1589 | 44.1 min* |
 
 - ``gpt4_8x8`` (commit 2b4cbf1): GPT-4's regex, 8 corpus + 8 drill rows throughout. It copies words but
   hardly any number. A likely reason, and why the course's regex keeps a number's space: with GPT-4's,
@@ -125,6 +127,16 @@ probes: ``gpt4_8x8`` on the machine of the session before (7,243 tokens/s), the 
   build of two meets every bar, this time the other one: the trajectory after the phase change, not only its step,
   is what reduction order changes, and recall falls while copying grows before it comes back.
 
+- ``late4_8heads`` (2026-12-03, a fifth session, built twice at once, one and two threads, in caches under ``build/``):
+  ``course_2000_late4`` with 8 heads of width 32 instead of 4 of width 64 (same parameters, nearly the same FLOPs):
+  more heads, more chances for one of them to become a copying head. Recall gained the most: the quick birthplace
+  probe stayed at 53-68% through steps 900-1,300, where the 4-head builds fell to 3-35% while copying grew, and
+  both builds ended at 98-99%, the best of all, with the best loss per byte of the late-drill runs (0.1589,
+  0.1591). Copying did not get surer: the two-thread build began at ~1,200 (quick probe 8% / 13%) and ended at
+  87% / 85% (numbers 92%), the one-thread build began at ~1,400 (7% / 12%), climbed about five points per hundred
+  steps and ended at 58% / 42% (numbers 17% / 12%), still climbing. One build of two again: the width of a head
+  was not what decides the trajectory, while recall no longer pays for copying.
+
 Validation bits per byte are within 2% across the four, tokenizers included. Where the phase change falls
 moves by hundreds of steps from build to build, so one build per recipe separates recipes only roughly.
 """
@@ -213,6 +225,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "course_2000_late4": {"spaced": True, "train": {"decay_frac": 0.5, "max_steps": 2000, "decay_drill_rows": 4,
                                                    "decay_drill_frac": 0.25},
                           "drills": {"world_towns": 0.7, "numbers": 0.5}},
+    # course_2000_late4 with 8 heads of width 32 (same parameters and nearly the same FLOPs): more heads, more
+    # chances for one to become the head that copies
+    "late4_8heads": {"spaced": True, "model": {"n_head": 8},
+                     "train": {"decay_frac": 0.5, "max_steps": 2000, "decay_drill_rows": 4, "decay_drill_frac": 0.25},
+                     "drills": {"world_towns": 0.7, "numbers": 0.5}},
 }
 
 
@@ -241,7 +258,12 @@ def build(name: str) -> Path:
     drills.DrillConfig = dataclasses.make_dataclass(
         "DrillConfig", [(k, type(v), dataclasses.field(default=v, metadata=meta[k]))
                         for k, v in variant["drills"].items()], bases=(drills.DrillConfig,))
-    return load_or_build_base_model(**variant.get("train", {}))
+    train = dict(variant.get("train", {}))
+    if "model" in variant:  # fields of the learner preset's model replaced
+        from course_utils.pretrain import get_preset
+
+        train["model"] = dataclasses.replace(get_preset("learner").model, **variant["model"])
+    return load_or_build_base_model(**train)
 
 
 def table(results: dict[str, Any]) -> str:
