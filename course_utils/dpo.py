@@ -38,7 +38,7 @@ from course_utils.artifacts import training_record
 from course_utils.hf import context_length, trainer_device_flags
 from course_utils.settings import Settings, get_settings
 from course_utils.tokenizer import encode_chat
-from course_utils.tracking import report_to, track
+from course_utils.tracking import guard_trainer, report_to, track
 
 __all__ = [
     "DPORun",
@@ -392,6 +392,7 @@ def train_dpo(model, tokenizer, records: list[dict[str, Any]], cfg: DPORunConfig
             trainer = DPOTrainer(model=model, args=args, train_dataset=_pref_dataset(records),
                                  processing_class=tokenizer, peft_config=make_lora_config(cfg),
                                  callbacks=[_kl_callback(kl_batch, cfg.kl_every, kl_rows)])
+            guard_trainer(trainer, tracker)  # a failing tracking store never stops the training
             kl_rows.append({"step": 0, "kl": completion_kl(trainer.model, kl_batch)})
             start = time.perf_counter()
             trainer.train()

@@ -31,7 +31,7 @@ import torch
 from course_utils.artifacts import training_record
 from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.settings import Settings, get_settings
-from course_utils.tracking import report_to, track
+from course_utils.tracking import guard_trainer, report_to, track
 
 __all__ = [
     "RewardRun",
@@ -144,6 +144,7 @@ def train_reward_model(model, tokenizer, records: list[dict[str, Any]], cfg: Rew
             )
             trainer = RewardTrainer(model=model, args=args, train_dataset=_pref_dataset(records),
                                     processing_class=tokenizer)
+            guard_trainer(trainer, tracker)  # a failing tracking store never stops the training
             start = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - start

@@ -39,7 +39,7 @@ from course_utils.artifacts import training_record
 from course_utils.hf import context_length, resolve_model_source, trainer_device_flags
 from course_utils.settings import Settings, get_settings
 from course_utils.generation import generate_answers, prompt_and_gold
-from course_utils.tracking import report_to, track
+from course_utils.tracking import guard_trainer, report_to, track
 
 __all__ = [
     "SFTRunConfig",
@@ -311,6 +311,7 @@ def train_sft(model, tokenizer, records, cfg: SFTRunConfig, out_dir: str | Path 
         with tempfile.TemporaryDirectory() as tmp:
             trainer = make_trainer(model, tokenizer, records, cfg, out_dir or tmp, peft_config=peft_config,
                                    **overrides)
+            guard_trainer(trainer, tracker)  # a failing tracking store never stops the training
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()

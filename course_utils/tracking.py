@@ -52,6 +52,7 @@ __all__ = [
     "experiment_name",
     "find_runs",
     "flatten",
+    "guard_trainer",
     "log_to_run",
     "metric_history",
     "report_to",
@@ -125,6 +126,12 @@ def _mlflow():
     return mlflow
 
 
+def _say_failed(exc: BaseException) -> None:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    print(f"[tracking] {type(exc).__name__}: {first}; this run goes on without experiment tracking "
+          "(COURSE_TRACKING=0 turns it off).", file=sys.stderr, flush=True)
+
+
 @dataclass
 class Tracker:
     """The run a stage logs into (what :func:`track` yields); every method does nothing when
@@ -142,9 +149,7 @@ class Tracker:
         """Tracking broke (a locked or unreachable store, ...): say so once and stop tracking this run.
         Tracking never stops a stage: a 40-minute training run goes on without it."""
         if self.active:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            print(f"[tracking] {type(exc).__name__}: {first}; this run goes on without experiment tracking "
-                  "(COURSE_TRACKING=0 turns it off).", file=sys.stderr, flush=True)
+            _say_failed(exc)
         self.run_id = None
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -290,6 +295,49 @@ def report_to(settings: Settings | None = None) -> str:
     if not (settings or get_settings()).tracking or "mlflow" not in sys.modules:
         return "none"
     return "mlflow" if sys.modules["mlflow"].active_run() is not None else "none"
+
+
+def guard_trainer(trainer, tracker: Tracker | None = None) -> None:
+    """Make ``trainer``'s MLflow integration (``report_to="mlflow"``) unable to stop its training: its
+    ``MLflowCallback`` is swapped for a subclass whose hooks, when the store fails (locked, unreachable), stop
+    and say so once: through ``tracker.failed`` when the stage's :class:`Tracker` is given (which then stops
+    logging too), else by themselves. Without an ``MLflowCallback`` (tracking off) nothing changes."""
+    from transformers.integrations import MLflowCallback
+
+    if not any(isinstance(cb, MLflowCallback) for cb in trainer.callback_handler.callbacks):
+        return
+
+    class GuardedMLflowCallback(MLflowCallback):
+        """transformers' own MLflow callback; a failing hook is said once, then the callback stops."""
+
+        broken = False
+
+        def _guarded(self, hook: str, *args: Any, **kwargs: Any) -> None:
+            if self.broken:
+                return
+            try:
+                getattr(MLflowCallback, hook)(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001  (whatever the store raised, training goes on)
+                self.broken = True
+                if tracker is not None:
+                    tracker.failed(exc)
+                else:
+                    _say_failed(exc)
+
+        def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
+            self._guarded("on_train_begin", *args, **kwargs)
+
+        def on_log(self, *args: Any, **kwargs: Any) -> None:
+            self._guarded("on_log", *args, **kwargs)
+
+        def on_save(self, *args: Any, **kwargs: Any) -> None:
+            self._guarded("on_save", *args, **kwargs)
+
+        def on_train_end(self, *args: Any, **kwargs: Any) -> None:
+            self._guarded("on_train_end", *args, **kwargs)
+
+    trainer.remove_callback(MLflowCallback)
+    trainer.add_callback(GuardedMLflowCallback())
 
 
 # ---------------------------------------------------------------------- reading runs back (notebook 10)

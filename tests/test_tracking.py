@@ -208,6 +208,31 @@ def test_a_store_that_breaks_mid_run_never_stops_the_training(monkeypatch, capsy
     assert _last_run().info.status == "FINISHED"  # the run still ends, with what it had
 
 
+def test_a_store_that_breaks_under_a_trainer_never_stops_its_training(monkeypatch, capsys, tiny_llama):
+    """The trl/transformers trainers log through MLflow's own callback (report_to="mlflow"): a locked store
+    there is said once and the training goes on (course_utils.tracking.guard_trainer)."""
+    import mlflow
+
+    from course_utils import sft
+
+    calls = []
+    real = mlflow.log_metrics
+
+    def locked(*args, **kwargs):
+        calls.append(kwargs.get("step"))
+        if len(calls) > 1:
+            raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", locked)
+    model, tok, _ = sft.load_base(tiny_llama)
+    trained = sft.train_sft(model, tok, _sft_records(), sft.SFTRunConfig(max_steps=6, batch_size=2, logging_steps=1))
+    assert [r["step"] for r in trained.history if "loss" in r][-1] == 6  # trained to the end
+    err = capsys.readouterr().err
+    assert err.count("[tracking] MlflowException: (sqlite3.OperationalError) database is locked") == 1
+    assert _last_run().info.status == "FINISHED"
+
+
 def test_no_store_at_all_means_an_untracked_stage(monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////proc/no/such/place.db")
     with tracking.track("pretrain", {"x": 1}) as t:
