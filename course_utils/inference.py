@@ -40,6 +40,7 @@ class KVCache:
     v: list[torch.Tensor]
     mask: torch.Tensor
     length: int = 0
+    padded: bool = False  # some position written so far is padding (then every step needs the mask)
 
     @classmethod
     def empty(cls, model: GPT, batch: int, capacity: int | None = None) -> KVCache:
@@ -80,16 +81,26 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache, mask: torch.Te
     start = cache.length
     if start + T > cache.capacity:
         raise ValueError(f"{start} cached + {T} new tokens do not fit in a cache of {cache.capacity} positions.")
-    mask = torch.ones_like(idx, dtype=torch.bool) if mask is None else mask.bool()
-    pos = cache.positions(mask)  # (B, T)
-    cache.mask[:, start : start + T] = mask
     end = start + T
-    # query i (at start + i) sees key j when j <= start + i and j is a real token; always itself, so that
-    # a padding query's row is not empty (its output is never used)
-    causal = torch.arange(end, device=idx.device)[None, :] <= torch.arange(start, end, device=idx.device)[:, None]
-    allowed = causal[None] & cache.mask[:, None, :end]  # (B, T, end)
-    allowed[:, torch.arange(T), torch.arange(start, end)] = True
-    cos, sin = model.rope_cos[pos].unsqueeze(1), model.rope_sin[pos].unsqueeze(1)  # (B, 1, T, D)
+    if mask is not None and not bool(mask.all()):
+        cache.padded = True
+    if not cache.padded:  # no padding anywhere: positions are start..end-1 in every row
+        cache.mask[:, start:end] = True
+        cos, sin = model.rope_cos[start:end], model.rope_sin[start:end]  # (T, D)
+        # a single new token sees every cached position: no mask (the fast path of one-by-one decoding)
+        attn_mask = None if T == 1 else (torch.arange(end, device=idx.device)[None, :]
+                                         <= torch.arange(start, end, device=idx.device)[:, None])
+    else:
+        mask = torch.ones_like(idx, dtype=torch.bool) if mask is None else mask.bool()
+        pos = cache.positions(mask)  # (B, T)
+        cache.mask[:, start:end] = mask
+        # query i (at start + i) sees key j when j <= start + i and j is a real token; always itself, so that
+        # a padding query's row is not empty (its output is never used)
+        causal = torch.arange(end, device=idx.device)[None, :] <= torch.arange(start, end, device=idx.device)[:, None]
+        allowed = causal[None] & cache.mask[:, None, :end]  # (B, T, end)
+        allowed[:, torch.arange(T), torch.arange(start, end)] = True
+        attn_mask = allowed[:, None]  # (B, 1, T, end)
+        cos, sin = model.rope_cos[pos].unsqueeze(1), model.rope_sin[pos].unsqueeze(1)  # (B, 1, T, D)
     x = model.embed_tokens(idx)  # (B, T, C)
     for layer, block in enumerate(model.layers):
         attn = block.self_attn
@@ -100,7 +111,7 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache, mask: torch.Te
         cache.k[layer][:, :, start:end] = k
         cache.v[layer][:, :, start:end] = v
         y = F.scaled_dot_product_attention(q, cache.k[layer][:, :, :end], cache.v[layer][:, :, :end],
-                                           attn_mask=allowed[:, None])  # (B, H, T, D)
+                                           attn_mask=attn_mask)  # (B, H, T, D)
         x = x + attn.o_proj(y.transpose(1, 2).reshape(B, T, -1))
         x = x + block.mlp(block.post_attention_layernorm(x))
     cache.length = end

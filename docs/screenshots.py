@@ -4,10 +4,15 @@
   run of each rank in the ``llm-course/lora`` experiment of the course's store), from ``mlflow ui`` started
   from its own environment (README, "Experiment tracking");
 - ``../site_home.png`` (docs/site_home.png, in the README): the course site's home page (``make site``,
-  build/site/index.html).
+  build/site/index.html);
+- ``slides/img/13_chat_page.png`` (notebook 13 and its deck): the chat page of ``course serve`` with the course's
+  learner-mode SFT model answering with retrieval from the course's index (``course serve --index course``),
+  after the first two fact questions of the evaluation set, the first answer rated (``--chat``; the rating
+  goes to a temporary store, not the course's).
 
     .venv-mlflow/bin/mlflow ui --backend-store-uri sqlite:///artifacts/mlflow/mlflow.db --port 5055 &
     .venv/bin/python docs/screenshots.py --mlflow http://127.0.0.1:5055
+    .venv/bin/python docs/screenshots.py --chat
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlflow", default=None, help="URL of a running mlflow ui (skip the MLflow shot without it)")
     ap.add_argument("--store", default=f"sqlite:///{ROOT / 'artifacts' / 'mlflow' / 'mlflow.db'}")
     ap.add_argument("--site", default=str(ROOT / "build" / "site" / "index.html"))
+    ap.add_argument("--chat", action="store_true", help="the chat page of course serve with the learner SFT model")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -73,8 +79,44 @@ def main(argv: list[str] | None = None) -> int:
             page.wait_for_timeout(1500)
             page.screenshot(path=str(OUT.parent / "site_home.png"))
             print(f"{OUT.parent / 'site_home.png'}")
+        if args.chat:
+            chat_page(page, ROOT / "slides" / "img" / "13_chat_page.png")
         browser.close()
     return 0
+
+
+def chat_page(page, out: Path, n_questions: int = 2) -> None:
+    """Serve the course SFT model, ask ``n_questions`` seen-fact questions on its chat page, rate the first
+    answer, and take the screenshot."""
+    import tempfile
+
+    from course_utils.data import load_eval
+    from course_utils.rag import load_or_build_index
+    from course_utils.serve import ChatService, start_in_thread
+    from course_utils.settings import get_settings
+    from course_utils.sft import load_or_build_sft_model
+
+    settings = get_settings()
+    questions = [q["question"] for q in load_eval(seen=True, settings=settings) if q["kind"].startswith("fact")]
+    with tempfile.TemporaryDirectory() as tmp:
+        service = ChatService(load_or_build_sft_model(settings), name="course-sft", feedback=Path(tmp) / "ratings.db",
+                              index=load_or_build_index(settings=settings))
+        url, stop = start_in_thread(service)
+        try:
+            page.set_viewport_size({"width": 1100, "height": 820})
+            page.goto(url + "/")
+            page.wait_for_function("document.getElementById('model').textContent === 'course-sft'")
+            for i, question in enumerate(questions[:n_questions]):
+                page.fill("#question", question)
+                page.click("#send")
+                page.wait_for_selector(f".assistant[data-done='true'] >> nth={i}", timeout=60_000)
+            page.locator(".assistant .up").first.click()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(out))
+            print(f"{out}: {n_questions} questions")
+        finally:
+            stop()
+            service.close()
 
 
 if __name__ == "__main__":

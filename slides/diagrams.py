@@ -736,8 +736,42 @@ JUDGE_10 = Diagram(  # 10: a pairwise judge asked twice, the answers swapped
     gap_x=26, gap_y=8,
 )
 
+SERVE_13 = Diagram(  # 13: the chat service
+    "13_service",
+    nodes=(
+        Node("clients", (0, 0), "openai · LangChain ·\nchat page · curl", style="data"),
+        Node("FastAPI + uvicorn\n/v1/chat/completions", (1, 0), key="FastAPI + uvicorn"),
+        Node("request queue", (2, 0), "chat template → token ids"),
+        Node("BatchEngine", (3, 0), style="focus"),
+        Node("feedback store", (1, 1), "/feedback → SQLite (notebook 10)", style="data"),
+        Node("KV cache", (3, 1), "a row per sequence; sequences\njoin and leave after every step", style="data"),
+    ),
+    edges=(
+        *flow("clients", "FastAPI + uvicorn", "request queue", "BatchEngine"),
+        Edge("FastAPI + uvicorn", "feedback store"),
+        Edge("BatchEngine", "KV cache"),
+    ),
+    gap_x=30, gap_y=18,
+)
+
+SPEC_13 = Diagram(  # 13: one round of speculative decoding
+    "13_speculative",
+    nodes=(
+        Node("text so far", (0, 0), style="data"),
+        Node("draft model", (1, 0), "proposes k tokens,\none at a time (cheap)"),
+        Node("target model", (2, 0), "scores text + k tokens\nin one pass"),
+        Node("keep the agreeing prefix\n+ the target's next token", (3, 0), "1 to k + 1 new tokens", style="focus",
+             key="keep"),
+    ),
+    edges=(
+        *flow("text so far", "draft model", "target model", "keep"),
+        Edge("keep", "text so far", route="vhv", via=1.2, dashed=True, label="next round"),
+    ),
+    gap_x=30, gap_y=8,
+)
+
 DIAGRAMS: tuple[Diagram, ...] = (PIPELINE_00, MODEL_02, PIPELINE_04, PADDING_04, STAGES_06, RL_LOOP_06, DATA_07,
-                                 RAG_08, EVAL_10, JUDGE_10)
+                                 RAG_08, EVAL_10, JUDGE_10, SERVE_13, SPEC_13)
 
 
 def main(argv: list[str] | None = None) -> None:
