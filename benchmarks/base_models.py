@@ -230,6 +230,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "late4_8heads": {"spaced": True, "model": {"n_head": 8},
                      "train": {"decay_frac": 0.5, "max_steps": 2000, "decay_drill_rows": 4, "decay_drill_frac": 0.25},
                      "drills": {"world_towns": 0.7, "numbers": 0.5}},
+    # 8 heads, the rate held stable until the gate probe (its own passages) copies half the facts of both name
+    # kinds, then a 700-step decay with 12 corpus + 4 drill rows; 2,800 steps at most (decay from 2,100 at the latest)
+    "gated_8heads": {"spaced": True, "model": {"n_head": 8},
+                     "train": {"decay_frac": 0.25, "max_steps": 2800, "decay_drill_rows": 4, "gate": 0.5},
+                     "drills": {"world_towns": 0.7, "numbers": 0.5}},
 }
 
 

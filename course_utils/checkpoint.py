@@ -4,7 +4,7 @@ they do not fit the run that asks for them. Taught in notebook 02 ("Checkpoint a
 
 A checkpoint folder holds ``model.safetensors`` (weights; a tied head is stored once),
 ``optimizer.safetensors`` (AdamW moments and the torch RNG) and ``state.json`` (step, data and drill
-positions, scheduler, parameter groups, history, the training config and the precision), written
+positions, scheduler and where a gated decay opened, parameter groups, history, the training config and the precision), written
 last, so that its presence marks a complete checkpoint.
 """
 
@@ -38,7 +38,8 @@ __all__ = ["load_checkpoint_model"]
 
 
 def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Positioned, step: int, history, cfg: _TrainConfig,
-                     drills: _Positioned | None = None, precision: str = "fp32") -> None:
+                     drills: _Positioned | None = None, precision: str = "fp32",
+                     schedule: dict[str, Any] | None = None) -> None:
     """Write a checkpoint next to the old one, then swap: a kill never leaves a half-written one."""
     from safetensors.torch import save_file
 
@@ -60,6 +61,7 @@ def _save_checkpoint(folder: Path, model: GPT, opt, sched, batches: _Positioned,
         "history": history,
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "precision": precision,  # what the matmuls ran in: a resumed run keeps it (see train)
+        "schedule": schedule,  # where a gated decay opened (schedule.Schedule.state)
     }
     (tmp / "state.json").write_text(json.dumps(state))
     old = folder.with_name(folder.name + ".old")
@@ -107,9 +109,11 @@ def _check_resume_config(folder: Path, saved: dict[str, Any], cfg: _TrainConfig)
     for key in sorted(set(saved) | set(now)):
         if key in _RESUMABLE:
             continue
-        if key == "model":
-            diffs += [f"model.{k}: {saved[key].get(k)!r} -> {now[key].get(k)!r}"
-                      for k in sorted(set(saved[key]) | set(now[key])) if saved[key].get(k) != now[key].get(k)]
+        if key == "model":  # a model knob added after the checkpoint was written counts at its default
+            defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig)}
+            diffs += [f"model.{k}: {saved[key].get(k, defaults.get(k))!r} -> {now[key].get(k)!r}"
+                      for k in sorted(set(saved[key]) | set(now[key]))
+                      if saved[key].get(k, defaults.get(k)) != now[key].get(k)]
         elif saved.get(key) != now.get(key):
             diffs.append(f"{key}: {saved.get(key)!r} -> {now.get(key)!r}")
     if diffs:

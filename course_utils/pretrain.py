@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -50,6 +49,7 @@ from course_utils.checkpoint import (
 )
 from course_utils.hardware import _sync, autocast_dtype, measure_peak_flops
 from course_utils.model import GPT, GPTConfig
+from course_utils.schedule import Schedule
 from course_utils.settings import Settings, get_settings
 from course_utils.tokenizer import encode_documents
 from course_utils.tracking import Tracker, track
@@ -79,6 +79,8 @@ class TrainConfig:
     # drill rows in the first early_frac of the steps (the rest corpus); None: drill_rows
     early_drill_rows: int | None = field(default=None, metadata={"key_if_set": True})
     early_frac: float = field(default=0.0, metadata={"key_if_set": True})  # the share of steps that use them
+    # with "wsd": hold the stable rate until a validation's reading_gate reaches this, then decay (Schedule)
+    gate: float | None = field(default=None, metadata={"key_if_set": True})
     weight_decay: float = 0.1  # AdamW decay, on weight matrices and embeddings only
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW moment decay rates
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -101,30 +103,17 @@ class TrainConfig:
 
     @property
     def decay_start(self) -> int:
-        """The first step of the final decay of a "wsd" schedule (``max_steps`` for "cosine")."""
-        return self.max_steps - int(self.decay_frac * self.max_steps) if self.schedule == "wsd" else self.max_steps
+        """The first step of the planned final decay of a "wsd" schedule (``max_steps`` for "cosine")."""
+        return Schedule(self).decay_start
 
     @property
     def decay_drill_start(self) -> int:
-        """The first step that uses ``decay_drill_rows``: the decay's first, or ``decay_drill_frac`` from the end."""
-        frac = self.decay_drill_frac
-        return self.decay_start if frac is None else self.max_steps - int(frac * self.max_steps)
+        """The first step that uses ``decay_drill_rows`` (without a gate; see :class:`Schedule`)."""
+        return Schedule(self).decay_drill_start
 
     def rows(self, step: int) -> tuple[int, int]:
-        """``(corpus rows, drill rows)`` of each micro-batch at ``step`` (0-based): ``early_drill_rows``
-        in the first ``early_frac`` of the run, ``decay_drill_rows`` during a "wsd" decay (or its last
-        ``decay_drill_frac`` of the run), ``drill_rows``
-        otherwise; the corpus takes the rows the drills leave, so every batch has the same rows."""
-        total = self.batch_size + self.drill_rows
-        if self.early_drill_rows is not None and step < int(self.early_frac * self.max_steps):
-            drill = self.early_drill_rows
-        elif self.decay_drill_rows is not None and step >= self.decay_drill_start:
-            drill = self.decay_drill_rows
-        else:
-            drill = self.drill_rows
-        if not 0 <= drill <= total:
-            raise ValueError(f"drill rows must be between 0 and the {total} rows of a batch, got {drill}.")
-        return total - drill, drill
+        """``(corpus rows, drill rows)`` of each micro-batch at ``step`` without a gate (:meth:`Schedule.rows`)."""
+        return Schedule(self).rows(step)
 
     def drill_tokens(self, world_size: int = 1) -> int:
         """Reading-drill tokens the whole run reads (windows of ``seq_len + 1``)."""
@@ -299,22 +288,8 @@ def _optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
 
 
 def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    if cfg.schedule not in ("cosine", "wsd"):
-        raise ValueError(f"schedule must be 'cosine' or 'wsd', got {cfg.schedule!r}.")
-    decay_start = cfg.decay_start
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "wsd":  # warmup, stable, decay
-            if step < decay_start:
-                return 1.0
-            progress = min(1.0, (step - decay_start) / max(1, cfg.max_steps - decay_start))
-            return 1.0 - (1 - cfg.min_lr_ratio) * progress
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+    """The learning-rate factor by step of a run without a gate (:meth:`Schedule.lr_factor`)."""
+    return Schedule(cfg).lr_factor
 
 
 # ---------------------------------------------------------------------- the loop
@@ -381,6 +356,8 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     """:func:`train`, logging into ``tracker``."""
     if cfg.drill_rows and drill_ids is None:
         raise ValueError("cfg.drill_rows > 0 needs drill_ids: pass course_utils.drills.load_drill_tokens(...).")
+    if cfg.gate is not None and probe is None:
+        raise ValueError("cfg.gate needs a probe that measures reading_gate (course_utils.probes.gate_probe).")
     from tqdm.auto import tqdm
 
     rank, world = _dist_info()
@@ -407,12 +384,14 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
 
     model = build_model(cfg).to(device)
     opt = _optimizer(model, cfg, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    schedule = Schedule(cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.lr_factor)
     batches = _Batches(train_ids, cfg.seq_len, cfg.seed)
     drills = _Batches(drill_ids, cfg.seq_len, cfg.seed + 1) if cfg.drill_rows else None
     step, history = 0, []
     if saved:
         _check_resume_config(ckpt, saved["config"], cfg)
+        schedule.load(saved.get("schedule"))
         step, history = _load_checkpoint(ckpt, model, opt, sched, batches, drills)
     resumed_from = step
     tracker.set_tags({"course.resumed_from": resumed_from})
@@ -432,16 +411,16 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     flops_tok = model.flops_per_token(cfg.seq_len)
     peak = measure_peak_flops(dtype, device, n=cfg.peak_matmul) * world if cfg.peak_matmul else 0.0
     tokens_step = cfg.tokens_per_step(world)
-    last = cfg.max_steps if stop_after_steps is None else min(cfg.max_steps, step + stop_after_steps)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretraining", unit="step", disable=not progress or rank != 0)
+    stop_at = cfg.max_steps if stop_after_steps is None else step + stop_after_steps
+    bar = tqdm(total=schedule.end, initial=step, desc="pretraining", unit="step", disable=not progress or rank != 0)
     start = time.perf_counter()
     train_time, train_tokens = 0.0, 0
     model.train()
-    while step < last:
+    while step < min(schedule.end, stop_at):
         t0 = time.perf_counter()
         step_loss = 0.0
         for micro in range(cfg.grad_accum):
-            corpus_rows, drill_rows = cfg.rows(step)
+            corpus_rows, drill_rows = schedule.rows(step)
             x, y = batches.next(corpus_rows * world)
             if drills is not None and drill_rows:
                 dx, dy = drills.next(drill_rows * world)
@@ -473,30 +452,36 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
             "lr": sched.get_last_lr()[0],
             "tokens_per_s": tps,
             "mfu": tps * flops_tok / peak if peak else 0.0,
+            **model.moe_stats(),  # a mixture of experts: balancing loss, expert load ratio, dropped share
         }
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        if step % cfg.eval_every == 0 or step == schedule.end:
             row["val_loss"] = _val_loss(model, val_ids, cfg, device, amp)
             if probe is not None and rank == 0:
                 model.eval()
                 row.update(probe(model))
                 model.train()
+            if cfg.gate is not None and schedule.open_gate(step, _from_rank0(row.get("reading_gate"), distributed)):
+                row["decay_start"] = step  # the gate opened: decay from here, end decay_len steps later
+                tracker.set_tags({"course.gate_step": step})
+                bar.total = schedule.end
+                bar.refresh()
         history.append(row)
         tracker.log_metrics(row, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{row['mfu']:.0%}")
         if "val_loss" in row and on_eval is not None and rank == 0:
             on_eval(history)
-        if ckpt is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step == last):
-            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg, drills, precision)
+        if ckpt is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step >= min(schedule.end, stop_at)):
+            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg, drills, precision, schedule.state())
     bar.close()
     wall = time.perf_counter() - start
     if out_dir is not None and rank == 0:
         Path(out_dir, "history.json").write_text(json.dumps(history))
     val = next((r["val_loss"] for r in reversed(history) if "val_loss" in r), float("nan"))
-    if step == cfg.max_steps and "val_loss" not in history[-1]:
+    if step == schedule.end and "val_loss" not in history[-1]:
         val = _val_loss(model, val_ids, cfg, device, amp)
     tps = train_tokens / train_time if train_time else 0.0
-    extra: dict[str, Any] = {"world_size": world}
+    extra: dict[str, Any] = {"world_size": world, "decay_start": schedule.decay_start, "gate_step": schedule.gate_step}
     if distributed:
         import torch.distributed as dist
 
@@ -524,6 +509,17 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     final = {k: v for k, v in result.summary().items() if not history or k not in history[-1]}
     tracker.log_metrics(final, step=step)  # the final figures, at the last step
     return result
+
+
+def _from_rank0(value: float | None, distributed: bool) -> float | None:
+    """Rank 0's ``value`` on every rank (the probes run on rank 0 only), so that all ranks keep one schedule."""
+    if not distributed:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _weights_digest(model: GPT) -> str:
@@ -636,11 +632,11 @@ def load_or_build_base_model(settings: Settings | None = None, preset: str | Non
 
         tokenizer = load_or_build_tokenizer(settings)
 
-        from course_utils.probes import reading_and_recall
+        from course_utils.probes import gate_probe, reading_and_recall
 
         def probe(model: GPT) -> dict[str, float]:
-            return reading_and_recall(model, tokenizer, settings, n_reading=n_reading, n_birthplace=n_birth,
-                                      quick=True)
+            out = reading_and_recall(model, tokenizer, settings, n_reading=n_reading, n_birthplace=n_birth, quick=True)
+            return {**out, **gate_probe(model, tokenizer, settings)} if cfg.gate is not None else out
 
         result, tok = run_pretraining(preset, out=folder / "run", settings=settings, probe=probe, **overrides)
         export_hf(result.model.float().cpu(), folder, tok)

@@ -23,7 +23,7 @@ import torch
 from course_utils.model import GPT
 from course_utils.settings import Settings
 
-__all__ = ["birthplace_probe", "reading_and_recall", "reading_probe"]
+__all__ = ["birthplace_probe", "gate_probe", "reading_and_recall", "reading_probe"]
 
 
 @torch.no_grad()
@@ -190,3 +190,17 @@ def reading_and_recall(model, tokenizer, settings: Settings | None = None, *, n_
                                        quick=quick)["share_correct"],
         "birthplace": birthplace_probe(model, tokenizer, settings, limit=n_birthplace, quick=quick)["share_correct"],
     }
+
+
+#: The gate's passages: a seed of their own, so that a run whose schedule the gate decides is still
+#: measured on passages (seed 2024) that chose nothing.
+GATE_SEED = 5000
+
+
+def gate_probe(model, tokenizer, settings: Settings | None = None, *, n: int = 40) -> dict[str, float]:
+    """``reading_gate``: the lower of the two quick reading shares (both name kinds) on ``n`` passages
+    each of their own seed (:data:`GATE_SEED`); what a gated decay waits for
+    (:class:`course_utils.schedule.Schedule`)."""
+    shares = [reading_probe(model, tokenizer, n, GATE_SEED, names=names, settings=settings, quick=True)["share_correct"]
+              for names in ("fresh", "world")]
+    return {"reading_gate": min(shares)}
