@@ -95,6 +95,10 @@ def config_dict(config: Any) -> dict[str, Any]:
                 continue
             if getattr(config, f.name) == neutral:
                 data.pop(f.name, None)
+        for f in dataclasses.fields(config):  # nested configurations (a run's model) follow the same rules
+            value = getattr(config, f.name)
+            if f.name in data and dataclasses.is_dataclass(value) and not isinstance(value, type):
+                data[f.name] = config_dict(value)
     elif isinstance(config, dict):
         data = dict(config)
     else:

@@ -73,7 +73,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
             import shutil
 
             shutil.rmtree(run / "checkpoint", ignore_errors=True)
-    overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile}
+    overrides: dict[str, Any] = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile}
+    if args.experts:  # the mixture-of-experts variant of the preset's model (notebook 03)
+        import dataclasses
+
+        from course_utils.pretrain import get_preset
+
+        overrides["model"] = dataclasses.replace(get_preset(args.preset).model, n_experts=args.experts,
+                                                 top_k=args.top_k)
     result, tok = run_pretraining(
         args.preset,
         out=args.out,
@@ -83,6 +90,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
         **overrides,
     )
     summary = result.summary()
+    if args.experts:
+        last = result.history[-1] if result.history else {}
+        summary["moe"] = {"experts": args.experts, "top_k": args.top_k,
+                          "active_params": result.model.num_params(active=True),
+                          **{k: last[k] for k in ("aux_loss", "expert_load_ratio", "dropped") if k in last}}
     if int(os.environ.get("RANK", "0")) != 0:
         args.json = False  # under torchrun only rank 0 reports (it holds every rank's weight digest)
         return {"_quiet": True}
@@ -104,6 +116,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="override the micro-batch size (per process)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--text-file", default=None, help="train on this text file instead (blank-line separated documents)")
+    p.add_argument("--experts", type=int, default=0, help="a mixture of experts: this many experts per block (0: dense)")
+    p.add_argument("--top-k", type=int, default=2, help="with --experts: experts per token (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
 
@@ -446,6 +460,10 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+    if getattr(args, "experts", 0) < 0:
+        raise ValueError(f"--experts must be 0 (dense) or more, got {args.experts}.")
+    if getattr(args, "experts", 0) and not 1 <= args.top_k <= args.experts:
+        raise ValueError(f"--top-k: top_k={args.top_k} must be between 1 and n_experts={args.experts}.")
     if getattr(args, "chunk_overlap", None) is not None and args.chunk_overlap < 0:
         raise ValueError(f"--chunk-overlap must be 0 or more, got {args.chunk_overlap}.")
     if args.command == "serve" and args.index not in (None, "course"):

@@ -26,6 +26,7 @@ __all__ = [
     "llama_config",
     "load_hf",
     "logits_max_diff",
+    "mixtral_config",
     "model_key",
     "resolve_model_source",
     "to_llama",
@@ -130,7 +131,26 @@ def llama_config(cfg: GPTConfig, *, bos_token_id=None, eos_token_id=None, pad_to
     )
 
 
+def mixtral_config(cfg: GPTConfig, **token_ids):
+    """The ``MixtralConfig`` of a mixture-of-experts ``cfg``: Llama's attention and norms, and a sparse
+    block whose router, top-k renormalised weights and SwiGLU experts are the course's :class:`MoE`
+    (``norm_topk=True``; the capacity limit is a training-time device and is not exported)."""
+    from transformers import MixtralConfig
+
+    if not cfg.norm_topk:
+        raise ValueError("Mixtral renormalises the top-k router weights: only a model with norm_topk=True exports "
+                         "to it (norm_topk=False, Switch's routing, stays course-only).")
+    llama = llama_config(cfg, **token_ids).to_dict()
+    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_parameters",
+            "tie_word_embeddings", "hidden_act", "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id")
+    return MixtralConfig(**{k: llama[k] for k in keep}, num_local_experts=cfg.n_experts,
+                         num_experts_per_tok=cfg.top_k, router_aux_loss_coef=cfg.aux_loss_coef, sliding_window=None)
+
+
 def _llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights under transformers' names: Llama's, or Mixtral's for a mixture of experts (its experts
+    stored as 3-D tensors, gate and up stacked as in our ``gate_up``)."""
     cfg = model.cfg
     C, Fh = cfg.d_model, cfg.ffn_hidden
     out = {"model.embed_tokens.weight": model.embed_tokens.weight, "model.norm.weight": model.norm.weight}
@@ -139,16 +159,22 @@ def _llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     for i, block in enumerate(model.layers):
         p = f"model.layers.{i}."
         q, k, v = block.self_attn.qkv.weight.split(C, dim=0)
-        gate, up = block.mlp.gate_up.weight.split(Fh, dim=0)
+        if cfg.n_experts:
+            experts = block.mlp.experts
+            mlp = {p + "mlp.gate.weight": block.mlp.router.weight,
+                   p + "mlp.experts.gate_up_proj": torch.stack([e.gate_up.weight for e in experts]),
+                   p + "mlp.experts.down_proj": torch.stack([e.down_proj.weight for e in experts])}
+        else:
+            gate, up = block.mlp.gate_up.weight.split(Fh, dim=0)
+            mlp = {p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up,
+                   p + "mlp.down_proj.weight": block.mlp.down_proj.weight}
         out.update(
             {
                 p + "self_attn.q_proj.weight": q,
                 p + "self_attn.k_proj.weight": k,
                 p + "self_attn.v_proj.weight": v,
                 p + "self_attn.o_proj.weight": block.self_attn.o_proj.weight,
-                p + "mlp.gate_proj.weight": gate,
-                p + "mlp.up_proj.weight": up,
-                p + "mlp.down_proj.weight": block.mlp.down_proj.weight,
+                **mlp,
                 p + "input_layernorm.weight": block.input_layernorm.weight,
                 p + "post_attention_layernorm.weight": block.post_attention_layernorm.weight,
             }
@@ -157,10 +183,14 @@ def _llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 
 
 def to_llama(model: GPT, **token_ids):
-    """A ``LlamaForCausalLM`` (float32, eval mode) holding ``model``'s weights."""
-    from transformers import LlamaForCausalLM
+    """A ``LlamaForCausalLM`` (float32, eval mode) holding ``model``'s weights; a
+    ``MixtralForCausalLM`` for a mixture of experts."""
+    from transformers import LlamaForCausalLM, MixtralForCausalLM
 
-    hf_model = LlamaForCausalLM(llama_config(model.cfg, **token_ids))
+    if model.cfg.n_experts:
+        hf_model = MixtralForCausalLM(mixtral_config(model.cfg, **token_ids))
+    else:
+        hf_model = LlamaForCausalLM(llama_config(model.cfg, **token_ids))
     missing, unexpected = hf_model.load_state_dict(_llama_state_dict(model), strict=False)
     missing = [m for m in missing if not (model.cfg.tie_embeddings and m == "lm_head.weight")]
     if missing or unexpected:
@@ -173,6 +203,8 @@ def to_llama(model: GPT, **token_ids):
 def gpt_from_llama(hf_model) -> GPT:
     """The inverse of :func:`to_llama`: our ``GPT`` from a ``LlamaForCausalLM``."""
     c = hf_model.config
+    if getattr(c, "num_local_experts", None):
+        raise ValueError("gpt_from_llama reads Llama models; a Mixtral folder stays a transformers model.")
     theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", 10000.0))
     cfg = GPTConfig(
         vocab_size=c.vocab_size,

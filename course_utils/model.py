@@ -21,7 +21,7 @@ CPU than three small ones): ``qkv`` holds q_proj, k_proj, v_proj stacked, and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from torch import nn
 __all__ = [
     "GPT",
     "GPTConfig",
+    "MoE",
     "RMSNorm",
     "apply_rope",
     "rope_cache",
@@ -51,10 +52,19 @@ class GPTConfig:
     norm_eps: float = 1e-5  # epsilon inside RMSNorm
     tie_embeddings: bool = True  # output head shares the embedding matrix
     init_std: float = 0.02  # std of the normal initialisation of weights
+    # mixture of experts (notebook 03): n_experts SwiGLU experts of width ffn_hidden in every block, top_k
+    # of them per token; 0: the dense feed-forward. Knobs added later: they join a cache key only when set.
+    n_experts: int = field(default=0, metadata={"key_if_set": True})
+    top_k: int = field(default=2, metadata={"key_if_set": True})  # experts per token
+    norm_topk: bool = field(default=True, metadata={"key_if_set": True})  # renormalise the top_k weights to 1
+    capacity_factor: float = field(default=0.0, metadata={"key_if_set": True})  # 0: no token is ever dropped
+    aux_loss_coef: float = field(default=0.01, metadata={"key_if_set": True})  # load-balancing loss weight
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}.")
+        if self.n_experts and not 1 <= self.top_k <= self.n_experts:
+            raise ValueError(f"top_k={self.top_k} must be between 1 and n_experts={self.n_experts}.")
         if (self.d_model // self.n_head) % 2:
             raise ValueError("head_dim = d_model // n_head must be even for rotary embeddings.")
 
@@ -128,6 +138,52 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
+class MoE(nn.Module):
+    """Mixture-of-experts feed-forward: a router sends each token to ``top_k`` of ``n_experts`` SwiGLU
+    experts and adds their outputs, weighted by the router's probabilities (Mixtral's routing with
+    ``norm_topk``, Switch's without). An expert takes at most ``capacity_factor x tokens x top_k /
+    n_experts`` tokens, in order; the rest are dropped (their residual stream passes unchanged).
+
+    After each forward: ``aux_loss``, the load-balancing loss ``n_experts x sum_e f_e x P_e`` (f: share
+    of the routed token slots that chose e, P: e's mean router probability; 1.0 when balanced), and
+    ``load`` (token slots per expert, before dropping) and ``dropped`` (share of slots dropped), detached.
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_experts, self.top_k = cfg.n_experts, cfg.top_k
+        self.norm_topk, self.capacity_factor = cfg.norm_topk, cfg.capacity_factor
+        self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(cfg) for _ in range(cfg.n_experts))
+        self.aux_loss = torch.zeros(())
+        self.load = torch.zeros(cfg.n_experts)
+        self.dropped = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        B, T, C = x.shape
+        flat = x.reshape(-1, C)  # (N, C): every token on its own
+        probs = F.softmax(self.router(flat).float(), dim=-1)  # (N, E)
+        weights, chosen = probs.topk(self.top_k, dim=-1)  # (N, k): the experts each token goes to
+        if self.norm_topk:
+            weights = weights / weights.sum(-1, keepdim=True)
+        slots = F.one_hot(chosen, self.n_experts).sum(1).float()  # (N, E): 1 where a token went
+        self.aux_loss = self.n_experts * (slots.mean(0) / self.top_k * probs.mean(0)).sum()
+        n = flat.shape[0]
+        capacity = math.ceil(self.capacity_factor * n * self.top_k / self.n_experts) if self.capacity_factor else n
+        out = torch.zeros_like(flat)
+        kept = 0
+        for e, expert in enumerate(self.experts):
+            rows, which = (chosen == e).nonzero(as_tuple=True)  # tokens routed to e, in order
+            rows, which = rows[:capacity], which[:capacity]  # first come, first served
+            kept += rows.numel()
+            if rows.numel():
+                y = expert(flat[rows]) * weights[rows, which].unsqueeze(-1)  # (n_e, C)
+                out.index_add_(0, rows, y.to(out.dtype))
+        self.load = slots.sum(0).detach()
+        self.dropped = 1.0 - kept / (n * self.top_k)
+        return out.view(B, T, C)
+
+
 class Block(nn.Module):
     """Pre-norm residual block: attention, then feed-forward, each added to x."""
 
@@ -136,7 +192,7 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.self_attn = CausalSelfAttention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        self.mlp = MoE(cfg) if cfg.n_experts else SwiGLU(cfg)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)  # (B, T, C)
@@ -190,15 +246,31 @@ class GPT(nn.Module):
             loss = F.cross_entropy(
                 logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
             )
+            if self.cfg.n_experts and self.cfg.aux_loss_coef:  # keep the experts' load balanced
+                loss = loss + self.cfg.aux_loss_coef * sum(b.mlp.aux_loss for b in self.layers) / self.cfg.n_layer
         return logits, loss
 
+    def moe_stats(self) -> dict[str, float]:
+        """The last forward's mixture-of-experts figures: the mean load-balancing loss over the layers,
+        the largest ratio of the busiest to the idlest expert's load in a layer, the share of token slots
+        dropped (empty for a dense model)."""
+        moes = [b.mlp for b in self.layers if isinstance(b.mlp, MoE)]
+        if not moes:
+            return {}
+        return {"aux_loss": sum(float(m.aux_loss.detach()) for m in moes) / len(moes),
+                "expert_load_ratio": max(float(m.load.max() / m.load.min().clamp(min=1)) for m in moes),
+                "dropped": sum(m.dropped for m in moes) / len(moes)}
+
     # ------------------------------------------------------------------ accounting
-    def num_params(self, non_embedding: bool = False) -> int:
+    def num_params(self, non_embedding: bool = False, active: bool = False) -> int:
         """Parameters counted once (a tied head is not counted twice). With
-        ``non_embedding=True`` the embedding table is left out (the usual scaling-law N)."""
+        ``non_embedding=True`` the embedding table is left out (the usual scaling-law N); with
+        ``active=True`` a mixture of experts counts only the ``top_k`` experts a token uses."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.embed_tokens.weight.numel()
+        if active and self.cfg.n_experts:
+            n -= self.cfg.n_layer * (self.cfg.n_experts - self.cfg.top_k) * 3 * self.cfg.d_model * self.cfg.ffn_hidden
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
@@ -210,7 +282,8 @@ class GPT(nn.Module):
         """
         cfg = self.cfg
         T = seq_len or cfg.max_seq_len
-        per_layer = 4 * cfg.d_model**2 + 3 * cfg.d_model * cfg.ffn_hidden
+        ffn = 3 * cfg.d_model * cfg.ffn_hidden  # a mixture of experts: top_k experts and the router
+        per_layer = 4 * cfg.d_model**2 + (ffn * cfg.top_k + cfg.d_model * cfg.n_experts if cfg.n_experts else ffn)
         n_matmul = cfg.n_layer * per_layer + cfg.d_model * cfg.vocab_size
         return 6.0 * n_matmul + 12.0 * cfg.n_layer * cfg.d_model * T
 

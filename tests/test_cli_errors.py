@@ -40,6 +40,9 @@ CASES = {
     "eval folder without config": (["eval", "--model", "{tmp}/not-a-model"], "has no config.json"),
     # numbers out of range
     "pretrain steps 0": (["pretrain", "--preset", "tiny", "--steps", "0"], "--steps must be at least 1"),
+    "pretrain experts negative": (["pretrain", "--preset", "tiny", "--experts", "-2"], "--experts must be 0"),
+    "pretrain top-k above experts": (["pretrain", "--preset", "tiny", "--experts", "2", "--top-k", "3"],
+                                     "top_k=3 must be between 1 and n_experts=2"),
     "rag k 0": (["rag", "ask", "Where?", "--index", "{tmp}/bad-index", "--k", "0"], "--k must be at least 1"),
     "rag k negative": (["rag", "ask", "Where?", "--index", "{tmp}/bad-index", "--k", "-3"], "got -3"),
     "eval limit 0": (["eval", "--limit", "0"], "--limit must be at least 1"),
