@@ -97,8 +97,10 @@ def _read_state(folder: Path) -> dict[str, Any]:
     return state
 
 
-#: Fields a resumed run may change: how long it runs and how often it measures and saves.
-_RESUMABLE = {"max_steps", "eval_every", "eval_batches", "checkpoint_every", "compile", "precision", "peak_matmul"}
+#: Fields a resumed run may change: how long it runs, how often it measures and saves, and how it is
+#: spread over processes (a checkpoint is written whole, sharded run or not).
+_RESUMABLE = {"max_steps", "eval_every", "eval_batches", "checkpoint_every", "compile", "precision", "peak_matmul",
+              "fsdp", "activation_checkpointing"}
 
 
 def _check_resume_config(folder: Path, saved: dict[str, Any], cfg: _TrainConfig) -> None:

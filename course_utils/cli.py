@@ -73,7 +73,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> dict[str, Any]:
             import shutil
 
             shutil.rmtree(run / "checkpoint", ignore_errors=True)
-    overrides: dict[str, Any] = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile}
+    overrides: dict[str, Any] = {"max_steps": args.steps, "batch_size": args.batch_size, "compile": args.compile,
+                                 "fsdp": args.fsdp or None, "activation_checkpointing": args.activation_checkpointing or None}
     if args.experts:  # the mixture-of-experts variant of the preset's model (notebook 03)
         import dataclasses
 
@@ -116,6 +117,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="override the micro-batch size (per process)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--text-file", default=None, help="train on this text file instead (blank-line separated documents)")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun/accelerate launch: shard parameters, gradients "
+                   "and optimizer states over the processes (FSDP) instead of replicating them (DDP)")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block's activations in backward (less memory, more time)")
     p.add_argument("--experts", type=int, default=0, help="a mixture of experts: this many experts per block (0: dense)")
     p.add_argument("--top-k", type=int, default=2, help="with --experts: experts per token (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -51,6 +49,16 @@ from course_utils.hardware import _sync, autocast_dtype, measure_peak_flops
 from course_utils.model import GPT, GPTConfig
 from course_utils.schedule import Schedule
 from course_utils.settings import Settings, get_settings
+from course_utils.sharding import (
+    dist_info,
+    from_rank0,
+    gradient_sync,
+    load_whole_optimizer,
+    shard,
+    state_bytes,
+    weights_digest,
+    whole,
+)
 from course_utils.tokenizer import encode_documents
 from course_utils.tracking import Tracker, track
 
@@ -79,6 +87,10 @@ class TrainConfig:
     # drill rows in the first early_frac of the steps (the rest corpus); None: drill_rows
     early_drill_rows: int | None = field(default=None, metadata={"key_if_set": True})
     early_frac: float = field(default=0.0, metadata={"key_if_set": True})  # the share of steps that use them
+    # several processes: shard parameters, gradients and optimizer states (FSDP) instead of replicating (DDP)
+    fsdp: bool = field(default=False, metadata={"key_if_set": True})
+    # recompute each block's activations in backward instead of keeping them (less memory, more time)
+    activation_checkpointing: bool = field(default=False, metadata={"key_if_set": True})
     # with "wsd": hold the stable rate until a validation's reading_gate reaches this, then decay (Schedule)
     gate: float | None = field(default=None, metadata={"key_if_set": True})
     weight_decay: float = 0.1  # AdamW decay, on weight matrices and embeddings only
@@ -276,14 +288,14 @@ def build_model(cfg: TrainConfig) -> GPT:
     return GPT(cfg.model)
 
 
-def _optimizer(model: GPT, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
+def _optimizer(model: GPT, cfg: TrainConfig, device: str, fused: bool = True) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    fused = device in ("cpu", "cuda")
+    fused = fused and device in ("cpu", "cuda")  # (sharded parameters take the unfused kernels)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
 
 
@@ -293,11 +305,6 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 # ---------------------------------------------------------------------- the loop
-def _dist_info() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world
-
 
 @torch.no_grad()
 def _val_loss(model, val: torch.Tensor, cfg: TrainConfig, device: str, amp) -> float:
@@ -342,7 +349,7 @@ def train(
     config, every history row (loss, validation loss, lr, tokens/s, MFU, probes) at its step, the
     final figures.
     """
-    rank, _ = _dist_info()
+    rank, _ = dist_info()
     with track("pretrain", cfg) if rank == 0 else contextlib.nullcontext(Tracker()) as tracker:
         return _train(cfg, train_ids, val_ids, out_dir=out_dir, resume=resume, stop_after_steps=stop_after_steps,
                       device=device, progress=progress, on_eval=on_eval, drill_ids=drill_ids, probe=probe,
@@ -360,7 +367,7 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
         raise ValueError("cfg.gate needs a probe that measures reading_gate (course_utils.probes.gate_probe).")
     from tqdm.auto import tqdm
 
-    rank, world = _dist_info()
+    rank, world = dist_info()
     distributed = world > 1
     if distributed:
         import torch.distributed as dist
@@ -397,10 +404,21 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     tracker.set_tags({"course.resumed_from": resumed_from})
 
     fwd = model
-    if distributed:
+    sharded = distributed and cfg.fsdp
+    if sharded:  # FSDP: shard the (resumed) weights, then an optimizer over the shards, with its state
+        plain = opt.state_dict()
+        fwd = shard(model)
+        opt = _optimizer(model, cfg, device, fused=False)
+        load_whole_optimizer(model, opt, plain)
+        old, sched = sched.state_dict(), torch.optim.lr_scheduler.LambdaLR(opt, schedule.lr_factor)
+        sched.load_state_dict(old)
+        for group, lr in zip(opt.param_groups, sched.get_last_lr()):
+            group["lr"] = lr
+    elif distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         fwd = DDP(model)
+    model.activation_checkpointing = cfg.activation_checkpointing
     if cfg.compile:
         import torch._dynamo as dynamo
 
@@ -415,6 +433,7 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     bar = tqdm(total=schedule.end, initial=step, desc="pretraining", unit="step", disable=not progress or rank != 0)
     start = time.perf_counter()
     train_time, train_tokens = 0.0, 0
+    extra: dict[str, Any] = {}
     model.train()
     while step < min(schedule.end, stop_at):
         t0 = time.perf_counter()
@@ -427,8 +446,7 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
                 x, y = torch.cat([x, dx]), torch.cat([y, dy])
             x, y = x[rank::world].to(device), y[rank::world].to(device)  # this rank's share
             sync = (not distributed) or micro == cfg.grad_accum - 1
-            ctx = contextlib.nullcontext() if sync else fwd.no_sync()
-            with ctx:
+            with gradient_sync(fwd, sync):
                 with amp():
                     _, loss = fwd(x, y)
                 (loss / cfg.grad_accum).backward()
@@ -436,6 +454,8 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if step == resumed_from:  # what this rank holds, gradients and optimizer moments included
+            extra["state_bytes"] = state_bytes(model, opt)
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -456,11 +476,11 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
         }
         if step % cfg.eval_every == 0 or step == schedule.end:
             row["val_loss"] = _val_loss(model, val_ids, cfg, device, amp)
-            if probe is not None and rank == 0:
+            if probe is not None and (rank == 0 or sharded):  # a sharded forward needs every rank
                 model.eval()
                 row.update(probe(model))
                 model.train()
-            if cfg.gate is not None and schedule.open_gate(step, _from_rank0(row.get("reading_gate"), distributed)):
+            if cfg.gate is not None and schedule.open_gate(step, from_rank0(row.get("reading_gate"), distributed)):
                 row["decay_start"] = step  # the gate opened: decay from here, end decay_len steps later
                 tracker.set_tags({"course.gate_step": step})
                 bar.total = schedule.end
@@ -471,8 +491,11 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
         bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:,.0f}", mfu=f"{row['mfu']:.0%}")
         if "val_loss" in row and on_eval is not None and rank == 0:
             on_eval(history)
-        if ckpt is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step >= min(schedule.end, stop_at)):
-            _save_checkpoint(ckpt, model, opt, sched, batches, step, history, cfg, drills, precision, schedule.state())
+        if ckpt is not None and (step % cfg.checkpoint_every == 0 or step >= min(schedule.end, stop_at)):
+            saving = whole(model, opt) if sharded else (model, opt)  # a sharded run is gathered first
+            if rank == 0:
+                _save_checkpoint(ckpt, *saving, sched, batches, step, history, cfg, drills, precision,
+                                 schedule.state())
     bar.close()
     wall = time.perf_counter() - start
     if out_dir is not None and rank == 0:
@@ -481,15 +504,21 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     if step == schedule.end and "val_loss" not in history[-1]:
         val = _val_loss(model, val_ids, cfg, device, amp)
     tps = train_tokens / train_time if train_time else 0.0
-    extra: dict[str, Any] = {"world_size": world, "decay_start": schedule.decay_start, "gate_step": schedule.gate_step}
+    extra.update({"world_size": world, "decay_start": schedule.decay_start, "gate_step": schedule.gate_step,
+                  "fsdp": sharded})
     if distributed:
         import torch.distributed as dist
 
-        digest = _weights_digest(model)
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, digest)
-        extra["rank_weight_digests"] = gathered
-        extra["weights_identical_across_ranks"] = len(set(gathered)) == 1
+        if sharded:  # each rank holds its shards: the whole model, on rank 0, is what the run returns
+            weights = whole(model, opt)[0].state_dict()
+            model = build_model(cfg)
+            if rank == 0:
+                model.load_state_dict(weights)
+        else:
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, weights_digest(model))
+            extra["rank_weight_digests"] = gathered
+            extra["weights_identical_across_ranks"] = len(set(gathered)) == 1
         dist.barrier()
     result = TrainResult(
         model=model,
@@ -511,23 +540,6 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     return result
 
 
-def _from_rank0(value: float | None, distributed: bool) -> float | None:
-    """Rank 0's ``value`` on every rank (the probes run on rank 0 only), so that all ranks keep one schedule."""
-    if not distributed:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _weights_digest(model: GPT) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------- entry points

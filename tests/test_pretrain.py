@@ -286,3 +286,39 @@ def test_a_killed_run_can_still_be_exported_with_its_own_tokenizer(text_file, tm
     assert main(["export-hf", "--run", str(out), "--out", str(tmp_path / "hf")]) == 0
     (out / "tokenizer.json").unlink()
     assert main(["export-hf", "--run", str(out), "--out", str(tmp_path / "hf2")]) == 2
+
+
+def _torchrun(*args: str, port: int) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "-m", "course_utils.cli", "pretrain", *args, "--no-progress", "--json"]
+    done = subprocess.run(cmd, env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+@pytest.mark.slow
+def test_fsdp_holds_half_of_ddp_per_rank_on_two_processes_with_the_same_losses_and_resumes(text_file, tmp_path):
+    base = ["--preset", "tiny", "--text-file", str(text_file), "--steps", "4"]
+    ddp = _torchrun(*base, "--out", str(tmp_path / "ddp"), port=29534)
+    fsdp = _torchrun(*base, "--out", str(tmp_path / "fsdp"), "--fsdp", port=29535)
+    assert (ddp["fsdp"], fsdp["fsdp"]) == (False, True)
+    ratio = fsdp["state_bytes"]["total"] / ddp["state_bytes"]["total"]
+    assert ratio <= 0.6, ratio  # parameters, gradients and AdamW moments: each rank holds its half
+    for part in ("params", "grads", "optimizer"):
+        assert fsdp["state_bytes"][part] * 2 == pytest.approx(ddp["state_bytes"][part], rel=0.02)
+    # both resume from their (whole) checkpoints for two more steps, the sharded run following the DDP run
+    more = [*base[:-1], "6", "--resume"]
+    _torchrun(*more, "--out", str(tmp_path / "ddp"), port=29536)
+    resumed = _torchrun(*more, "--out", str(tmp_path / "fsdp"), "--fsdp", port=29537)
+    assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
+    losses = {name: [r["train_loss"] for r in json.loads((tmp_path / name / "history.json").read_text())]
+              for name in ("ddp", "fsdp")}
+    assert len(losses["fsdp"]) == 6
+    assert losses["fsdp"] == pytest.approx(losses["ddp"], rel=2e-3)  # bf16 autocast: reduction order differs
+    # its checkpoint is an unsharded run's: one process loads it and ends near the DDP weights
+    from course_utils.pretrain import load_checkpoint_model
+
+    a, b = load_checkpoint_model(tmp_path / "fsdp"), load_checkpoint_model(tmp_path / "ddp")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(x, y, atol=2e-3), name
