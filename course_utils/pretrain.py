@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -404,7 +405,7 @@ def _train(cfg: TrainConfig, train_ids: torch.Tensor, val_ids: torch.Tensor, *, 
     tracker.set_tags({"course.resumed_from": resumed_from})
 
     fwd = model
-    sharded = distributed and cfg.fsdp
+    sharded = distributed and (cfg.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true")
     if sharded:  # FSDP: shard the (resumed) weights, then an optimizer over the shards, with its state
         plain = opt.state_dict()
         fwd = shard(model)
