@@ -187,6 +187,9 @@ def to_llama(model: GPT, **token_ids):
     ``MixtralForCausalLM`` for a mixture of experts."""
     from transformers import LlamaForCausalLM, MixtralForCausalLM
 
+    if model.cfg.ssm_layers:
+        raise ValueError("A hybrid with state-space blocks (ssm_layers) has no transformers architecture with the same "
+                         "layout (Jamba's and Bamba's mixers differ): it stays a course model.")
     if model.cfg.n_experts:
         hf_model = MixtralForCausalLM(mixtral_config(model.cfg, **token_ids))
     else:

@@ -46,6 +46,9 @@ class KVCache:
     def empty(cls, model: GPT, batch: int, capacity: int | None = None) -> KVCache:
         cfg = model.cfg
         capacity = capacity or cfg.max_seq_len
+        if cfg.ssm_layers:
+            raise ValueError("A hybrid's state-space blocks carry a state, not keys and values: generate without a "
+                             "cache (GPT.generate).")
         if capacity > cfg.max_seq_len:
             raise ValueError(f"A cache of {capacity} positions is longer than the model's context ({cfg.max_seq_len}).")
         p = model.embed_tokens.weight

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from course_utils.ssm import SSMMixer
+
 __all__ = [
     "GPT",
     "GPTConfig",
@@ -60,10 +62,16 @@ class GPTConfig:
     norm_topk: bool = field(default=True, metadata={"key_if_set": True})  # renormalise the top_k weights to 1
     capacity_factor: float = field(default=0.0, metadata={"key_if_set": True})  # 0: no token is ever dropped
     aux_loss_coef: float = field(default=0.01, metadata={"key_if_set": True})  # load-balancing loss weight
+    # a hybrid (notebook 03): these blocks mix tokens with a selective state-space scan instead of attention
+    ssm_layers: tuple[int, ...] = field(default=(), metadata={"key_if_set": True})
+    ssm_state: int = field(default=16, metadata={"key_if_set": True})  # state size N per head (course_utils.ssm)
+    ssm_expand: int = field(default=2, metadata={"key_if_set": True})  # the mixer's inner width / d_model
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}.")
+        if any(not 0 <= i < self.n_layer for i in self.ssm_layers):
+            raise ValueError(f"ssm_layers={tuple(self.ssm_layers)} must name blocks 0..{self.n_layer - 1}.")
         if self.n_experts and not 1 <= self.top_k <= self.n_experts:
             raise ValueError(f"top_k={self.top_k} must be between 1 and n_experts={self.n_experts}.")
         if (self.d_model // self.n_head) % 2:
@@ -188,15 +196,20 @@ class MoE(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: attention, then feed-forward, each added to x."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, layer: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.self_attn = CausalSelfAttention(cfg)
+        self.ssm = layer in cfg.ssm_layers  # a hybrid's state-space block: no attention, no position encoding
+        if self.ssm:
+            self.mixer = SSMMixer(cfg)
+        else:
+            self.self_attn = CausalSelfAttention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MoE(cfg) if cfg.n_experts else SwiGLU(cfg)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)  # (B, T, C)
+        mix = self.mixer if self.ssm else self.self_attn
+        x = x + mix(self.input_layernorm(x), cos, sin)  # (B, T, C)
         x = x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
         return x
 
@@ -209,7 +222,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.activation_checkpointing = False  # set by the training loop (TrainConfig.activation_checkpointing)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -289,9 +302,13 @@ class GPT(nn.Module):
         cfg = self.cfg
         T = seq_len or cfg.max_seq_len
         ffn = 3 * cfg.d_model * cfg.ffn_hidden  # a mixture of experts: top_k experts and the router
-        per_layer = 4 * cfg.d_model**2 + (ffn * cfg.top_k + cfg.d_model * cfg.n_experts if cfg.n_experts else ffn)
-        n_matmul = cfg.n_layer * per_layer + cfg.d_model * cfg.vocab_size
-        return 6.0 * n_matmul + 12.0 * cfg.n_layer * cfg.d_model * T
+        ffn = ffn * cfg.top_k + cfg.d_model * cfg.n_experts if cfg.n_experts else ffn
+        inner = cfg.ssm_expand * cfg.d_model  # a state-space block: its projections (the scan not counted)
+        ssm = cfg.d_model * (2 * inner + 2 * cfg.ssm_state + cfg.n_head) + inner * cfg.d_model
+        n_ssm = len(cfg.ssm_layers)
+        n_attn = cfg.n_layer - n_ssm
+        n_matmul = n_attn * 4 * cfg.d_model**2 + n_ssm * ssm + cfg.n_layer * ffn + cfg.d_model * cfg.vocab_size
+        return 6.0 * n_matmul + 12.0 * n_attn * cfg.d_model * T
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
