@@ -155,7 +155,8 @@ class MoE(nn.Module):
 
     After each forward: ``aux_loss``, the load-balancing loss ``n_experts x sum_e f_e x P_e`` (f: share
     of the routed token slots that chose e, P: e's mean router probability; 1.0 when balanced), and
-    ``load`` (token slots per expert, before dropping) and ``dropped`` (share of slots dropped), detached.
+    ``load`` (token slots per expert, before dropping), ``dropped`` (share of slots dropped) and ``choice``
+    (the experts each token went to), detached.
     """
 
     def __init__(self, cfg: GPTConfig):
@@ -167,6 +168,7 @@ class MoE(nn.Module):
         self.aux_loss = torch.zeros(())
         self.load = torch.zeros(cfg.n_experts)
         self.dropped = 0.0
+        self.choice = torch.zeros(0, cfg.top_k, dtype=torch.long)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         B, T, C = x.shape
@@ -189,6 +191,7 @@ class MoE(nn.Module):
                 y = expert(flat[rows]) * weights[rows, which].unsqueeze(-1)  # (n_e, C)
                 out.index_add_(0, rows, y.to(out.dtype))
         self.load = slots.sum(0).detach()
+        self.choice = chosen.detach()  # (N, k): the experts of each token, for looking at what the router learned
         self.dropped = 1.0 - kept / (n * self.top_k)
         return out.view(B, T, C)
 
