@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # imported lazily: sentence-transformers pulls in torch and t
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["DEFAULT_EMBEDDER", "embed", "embedder_path", "load_embedder"]
+__all__ = ["DEFAULT_EMBEDDER", "MeanPoolEmbedder", "embed", "embedder_path", "load_embedder"]
 
 #: The offline default; these names all resolve to the packaged copy.
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -38,13 +38,77 @@ def embedder_path(name: str | None = None) -> str:
     return name
 
 
-def load_embedder(name: str | None = None, device: str | None = None) -> SentenceTransformer:
-    """Load a sentence-transformers model (default: packaged all-MiniLM-L6-v2, 384 dims)."""
-    from sentence_transformers import SentenceTransformer
+class MeanPoolEmbedder:
+    """A sentence-transformers model of the common layout (a transformer, mean pooling, normalisation)
+    run with transformers alone: the same vectors as ``SentenceTransformer`` (tested), without importing
+    sentence-transformers, which pulls in scikit-learn and datasets (seconds on a 2-core CPU: what a
+    one-file ``course rag index`` update would otherwise wait for). ``encode`` takes the same arguments
+    :func:`embed` passes."""
 
+    def __init__(self, path: str, device: str = "cpu"):
+        import json
+
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        config = Path(path) / "sentence_bert_config.json"
+        self.max_seq_length = json.loads(config.read_text()).get("max_seq_length", 512) if config.exists() else 512
+        self.device = torch.device(device)
+
+    @staticmethod
+    def fits(path: str) -> bool:
+        """True if the folder at ``path`` is a transformer + mean pooling (+ normalisation) model."""
+        import json
+
+        folder = Path(path)
+        try:
+            modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
+            pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+        except (OSError, ValueError, KeyError):
+            return False
+        others = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"]
+        return modules in (["Transformer", "Pooling", "Normalize"], ["Transformer", "Pooling"]) and \
+            bool(pooling.get("pooling_mode_mean_tokens")) and not others
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str], batch_size: int = 64, normalize_embeddings: bool = True,
+               convert_to_numpy: bool = True, show_progress_bar: bool = False) -> np.ndarray:
+        """Mean of the last hidden states over each text's tokens (longest texts batched together)."""
+        import numpy as np
+        import torch
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), self.get_sentence_embedding_dimension()), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc="Batches", disable=not show_progress_bar):
+            rows = order[start:start + batch_size]
+            batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                   max_length=self.max_seq_length, return_tensors="pt").to(self.device)
+            with torch.no_grad():
+                hidden = self.model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if normalize_embeddings:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            out[rows] = vectors.cpu().numpy()
+        return out
+
+
+def load_embedder(name: str | None = None, device: str | None = None, *, lean: bool = False):
+    """Load a sentence-transformers model (default: packaged all-MiniLM-L6-v2, 384 dims). ``lean=True``:
+    a :class:`MeanPoolEmbedder` where the model's layout allows it (the same vectors, a faster start)."""
     from course_utils.settings import detect_device
 
     path = embedder_path(name)
+    if lean and MeanPoolEmbedder.fits(path):
+        return MeanPoolEmbedder(path, device or detect_device())
+    from sentence_transformers import SentenceTransformer
+
     try:
         return SentenceTransformer(path, device=device or detect_device())
     except OSError as exc:

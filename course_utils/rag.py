@@ -505,7 +505,7 @@ def build_index(source: PrepResult | str | Path | None = None, config: IndexConf
         folder = source if source is not None else config.folder
         tokenizer = None
         if config.prep.chunk_by == "tokens":
-            embedder = embedder or load_embedder(config.embedder)
+            embedder = embedder or load_embedder(config.embedder, lean=True)
             tokenizer = embedder.tokenizer
         cache = reuse.prep_cache if reuse is not None and reuse.config.prep == config.prep else None
         prepared = prepare(folder, config.prep, tokenizer=tokenizer, progress=progress, cache=cache)
@@ -522,7 +522,8 @@ def build_index(source: PrepResult | str | Path | None = None, config: IndexConf
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     t0 = time.perf_counter()
     files = len({c.doc_id for c in prepared.chunks})
-    load = embedder if embedder is not None else (lambda: load_embedder(config.embedder))
+    # transformers alone where the layout allows (the same vectors; no sentence-transformers import to wait for)
+    load = embedder if embedder is not None else (lambda: load_embedder(config.embedder, lean=True))
     vectors_by_key, embedded, resumed = _embed_resumable(texts, load, known, checkpoint, progress,
                                                          precision=precision, label=f" from {files:,} files")
     vectors = np.stack([vectors_by_key[text_key(t)] for t in texts])

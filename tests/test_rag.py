@@ -507,3 +507,28 @@ def test_cli_rag_index_with_qdrant_and_stage_times(tmp_path, capsys):
     assert updated["update"]["embedded"] == 0  # nothing new to embed: the model is not even loaded
     assert main(["rag", "index", str(docs), "--out", str(out), "--url", "http://localhost:6333", "--json"]) == 2
     assert "--store qdrant" in capsys.readouterr().err
+
+
+def test_the_lean_embedder_gives_sentence_transformers_vectors(tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from course_utils.embed import MeanPoolEmbedder, embed, embedder_path, load_embedder
+
+    texts = ["Where was Ada born?", "a" * 5, "The guild of the river towns met every spring in the old hall. " * 30,
+             "Brarkiquen lies on the river Xanisha.", "", "1838"]
+    full, lean = load_embedder(), load_embedder(lean=True)
+    assert isinstance(lean, MeanPoolEmbedder) and not isinstance(full, MeanPoolEmbedder)
+    a, b = embed(texts, full, precision="fp32"), embed(texts, lean, precision="fp32", batch_size=2)
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-5
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    # another pooling (CLS) is not this layout: sentence-transformers loads it
+    other = tmp_path / "cls"
+    shutil.copytree(embedder_path(), other)
+    pooling = json.loads((other / "1_Pooling" / "config.json").read_text())
+    (other / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "pooling_mode_mean_tokens": False,
+                                                                  "pooling_mode_cls_token": True}))
+    assert not MeanPoolEmbedder.fits(str(other)) and MeanPoolEmbedder.fits(embedder_path())
+    assert not isinstance(load_embedder(str(other), lean=True), MeanPoolEmbedder)
