@@ -151,8 +151,8 @@ probes: ``gpt4_8x8`` on the machine of the session before (7,243 tokens/s), the 
   72% (the one-thread build's quick birthplace probe swung between 62% and 97% over its last 400 steps), and the
   best loss per byte measured (0.1583, 0.1573). The gate adapts the schedule to where the phase change falls
   instead of hoping it falls before a fixed decay, which is what the builds above kept missing. Its price is a
-  longer and variable build: 2,000-2,300 steps, about 35-40 minutes alone on this CPU against the 1,500-step
-  preset's 19.
+  longer and variable build: 2,000-2,300 steps instead of 1,500 (at the 6,070 tokens/s the preset trained at alone,
+  22-26 minutes of steps, probes not counted; not yet timed alone).
 
 Validation bits per byte are within 2% across the four, tokenizers included. Where the phase change falls
 moves by hundreds of steps from build to build, so one build per recipe separates recipes only roughly.
