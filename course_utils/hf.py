@@ -134,12 +134,12 @@ def llama_config(cfg: GPTConfig, *, bos_token_id=None, eos_token_id=None, pad_to
 def mixtral_config(cfg: GPTConfig, **token_ids):
     """The ``MixtralConfig`` of a mixture-of-experts ``cfg``: Llama's attention and norms, and a sparse
     block whose router, top-k renormalised weights and SwiGLU experts are the course's :class:`MoE`
-    (``norm_topk=True``; the capacity limit is a training-time device and is not exported)."""
+    (renormalised top-k weights; the capacity limit is a training-time device and is not exported)."""
     from transformers import MixtralConfig
 
-    if not cfg.norm_topk:
-        raise ValueError("Mixtral renormalises the top-k router weights: only a model with norm_topk=True exports "
-                         "to it (norm_topk=False, Switch's routing, stays course-only).")
+    if not (cfg.top_k > 1 if cfg.norm_topk is None else cfg.norm_topk):
+        raise ValueError("Mixtral renormalises the top-k router weights: only a model that does (norm_topk=True; "
+                         "the default for top_k >= 2) exports to it; Switch's routing (top_k=1) stays course-only.")
     llama = llama_config(cfg, **token_ids).to_dict()
     keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_parameters",

@@ -59,7 +59,9 @@ class GPTConfig:
     # of them per token; 0: the dense feed-forward. Knobs added later: they join a cache key only when set.
     n_experts: int = field(default=0, metadata={"key_if_set": True})
     top_k: int = field(default=2, metadata={"key_if_set": True})  # experts per token
-    norm_topk: bool = field(default=True, metadata={"key_if_set": True})  # renormalise the top_k weights to 1
+    # renormalise the top_k router weights to sum to 1 (Mixtral); None: for top_k >= 2 only, since with one
+    # expert per token the weight would always be 1 and the router would get no gradient from the loss (Switch)
+    norm_topk: bool | None = field(default=None, metadata={"key_if_set": True})
     capacity_factor: float = field(default=0.0, metadata={"key_if_set": True})  # 0: no token is ever dropped
     aux_loss_coef: float = field(default=0.01, metadata={"key_if_set": True})  # load-balancing loss weight
     # a hybrid (notebook 03): these blocks mix tokens with a selective state-space scan instead of attention
@@ -150,7 +152,7 @@ class SwiGLU(nn.Module):
 class MoE(nn.Module):
     """Mixture-of-experts feed-forward: a router sends each token to ``top_k`` of ``n_experts`` SwiGLU
     experts and adds their outputs, weighted by the router's probabilities (Mixtral's routing with
-    ``norm_topk``, Switch's without). An expert takes at most ``capacity_factor x tokens x top_k /
+    ``norm_topk``, Switch's without: the default for ``top_k = 1``, where renormalised weights are always 1). An expert takes at most ``capacity_factor x tokens x top_k /
     n_experts`` tokens, in order; the rest are dropped (their residual stream passes unchanged).
 
     After each forward: ``aux_loss``, the load-balancing loss ``n_experts x sum_e f_e x P_e`` (f: share
@@ -162,7 +164,8 @@ class MoE(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.n_experts, self.top_k = cfg.n_experts, cfg.top_k
-        self.norm_topk, self.capacity_factor = cfg.norm_topk, cfg.capacity_factor
+        self.norm_topk = cfg.top_k > 1 if cfg.norm_topk is None else cfg.norm_topk
+        self.capacity_factor = cfg.capacity_factor
         self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(cfg) for _ in range(cfg.n_experts))
         self.aux_loss = torch.zeros(())

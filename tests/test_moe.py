@@ -54,7 +54,7 @@ def test_capacity_drops_the_tokens_an_expert_cannot_take_and_passes_them_through
 
 
 def test_one_expert_is_the_dense_feed_forward_and_top_k_weights_follow_norm_topk():
-    moe = _moe(n_experts=1, top_k=1)
+    moe = _moe(n_experts=1, top_k=1, norm_topk=True)
     dense = SwiGLU(GPTConfig(**_CFG))
     dense.load_state_dict(moe.experts[0].state_dict())
     x = torch.randn(2, 5, 32)
@@ -105,8 +105,10 @@ def test_a_mixture_of_experts_exports_to_mixtral_with_the_same_logits(tmp_path):
     hf = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert type(hf).__name__ == "MixtralForCausalLM"
     assert logits_max_diff(model, hf, torch.randint(0, 300, (2, 20))) < 1e-4
-    with pytest.raises(ValueError, match="norm_topk=True"):
-        export_hf(GPT(GPTConfig(**_CFG, n_experts=4, top_k=1, norm_topk=False)), tmp_path / "switch")
+    with pytest.raises(ValueError, match="stays course-only"):
+        export_hf(GPT(GPTConfig(**_CFG, n_experts=4, top_k=1)), tmp_path / "switch")  # Switch routing by default
+    assert MoE(GPTConfig(**_CFG, n_experts=4, top_k=1)).norm_topk is False
+    assert MoE(GPTConfig(**_CFG, n_experts=4, top_k=2)).norm_topk is True
 
 
 def test_new_model_knobs_leave_the_cache_keys_of_dense_models_unchanged():
