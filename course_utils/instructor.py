@@ -50,8 +50,8 @@ class AgendaConfig:
     slot: int = 5  # durations are rounded up to this many minutes
 
 
-ONE_DAY = AgendaConfig(end="17:45")  # ten notebooks and more: a long day
-TWO_DAYS = AgendaConfig(days=2, end="17:30", minutes_per_slide=1.5, least_hands_on=15, exercises=3)
+ONE_DAY = AgendaConfig(end="17:30", exercises=0)  # eleven notebooks and more: exercises are homework
+TWO_DAYS = AgendaConfig(days=2, end="17:45", minutes_per_slide=1.25, least_hands_on=15, exercises=3)
 
 
 @dataclass(frozen=True)
