@@ -168,6 +168,18 @@ def _chromium() -> str | None:
          if shutil.which(n)), None)
 
 
+def _chromium_or_skip() -> str:
+    """The browser for the chat page's tests: a failure on CI (which installs it), a skip elsewhere."""
+    import os
+
+    chrome = _chromium()
+    if chrome is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium for the chat page's test: .ci/run installs it with `make chromium`")
+        pytest.skip("no Chromium or Chrome here: `make chromium` installs it")
+    return chrome
+
+
 @pytest.fixture
 def live(service, tmp_path):
     """The app on a free loopback port, its ratings in a fresh store."""
@@ -180,15 +192,9 @@ def live(service, tmp_path):
 
 def test_the_chat_page_streams_an_answer_and_stores_a_rating(live, service):
     """In headless Chromium: type a question, see the streamed answer, rate it, find the rating in the store."""
-    import os
-
     from course_utils.feedback import FeedbackStore
 
-    chrome = _chromium()
-    if chrome is None:
-        if os.environ.get("CI"):
-            pytest.fail("no Chromium for the chat page's test: .ci/run installs it with `make chromium`")
-        pytest.skip("no Chromium or Chrome here: `make chromium` installs it")
+    chrome = _chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     question = QUESTION[0]["content"]
@@ -311,3 +317,43 @@ def test_course_serve_refuses_an_index_that_is_not_one(tmp_path, capsys):
 
     assert main(["serve", "--index", str(tmp_path), "--json"]) != 0
     assert "not an index folder" in capsys.readouterr().err
+
+
+def test_the_chat_page_lists_the_passages_the_model_read_and_marks_the_cited_ones(rag_service, monkeypatch):
+    """In headless Chromium, a service with an index: under the streamed answer, the passages the model was
+    given, in the order it read them, the cited ones marked; the same as the API's response. The tiny model's
+    answer cites nothing, so the citation is set here (the last passage): the page's marking is under test,
+    ``cite`` is tested above."""
+    from fastapi.testclient import TestClient
+    from playwright.sync_api import sync_playwright
+
+    chrome = _chromium_or_skip()
+    monkeypatch.setattr("course_utils.scores.cite", lambda answer, question, passages: [passages[-1]["id"]])
+    question = "Where was Warath Trernbri born?"
+    body = TestClient(create_app(rag_service)).post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": question}], "max_tokens": 64, "temperature": 0}).json()
+    url, stop = start_in_thread(rag_service)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chrome, headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(url + "/")
+                page.wait_for_function("document.getElementById('model').textContent === 'tiny-rag'")
+                page.fill("#question", question)
+                page.click("#send")
+                page.wait_for_selector(".assistant[data-done='true']", timeout=60_000)
+                answer = page.inner_text(".assistant > span")
+                summary = page.inner_text(".passages summary")
+                ids = page.eval_on_selector_all(".passages li .id", "els => els.map(e => e.textContent)")
+                texts = page.eval_on_selector_all(".passages li", "els => els.map(e => e.textContent)")
+                cited = page.eval_on_selector_all(".passages li.cited .id", "els => els.map(e => e.textContent)")
+            finally:
+                browser.close()
+    finally:
+        stop()
+    assert answer == body["choices"][0]["message"]["content"]
+    assert ids == [f"[{p['id']}] " for p in body["passages"]] and ids[0] == "[person-1#0] "
+    assert texts == [f"[{p['id']}] {p['text']}" for p in body["passages"]]
+    assert body["citations"] == [body["passages"][-1]["id"]] and cited == [f"[{body['citations'][0]}] "]
+    assert summary == f"{len(body['passages'])} passage(s) read, cited: {body['citations'][0]}"
