@@ -121,13 +121,21 @@ def record_figures(notebook: str, figures: dict[str, tuple[Any, str]], settings:
 
 def load_results(folder: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Every recorded figure, ``{"06.win_rate": {"value", "format", "text", ...}}``, from ``folder``
-    (default: ``results/`` in the repository)."""
+    (default: ``results/`` in the repository); ``NN.learner_minutes`` is notebook NN's learner-mode time from
+    ``times.json`` (whole minutes, or "under 1 min")."""
     folder = Path(folder) if folder is not None else repo_root() / "results"
     out: dict[str, dict[str, Any]] = {}
     for path in sorted(folder.glob("[0-9][0-9].json")):
         doc = json.loads(path.read_text())
         for name, fig in doc["figures"].items():
             out[f"{doc['notebook']}.{name}"] = {**fig, "measured": doc["measured"], "mode": doc["mode"]}
+    times = folder / "times.json"  # learner-mode wall time of each notebook (course notebooks): NN.learner_minutes
+    if times.exists():
+        for nb, t in json.loads(times.read_text())["notebooks"].items():
+            out[f"{nb}.learner_minutes"] = {"value": t["minutes"], "format": "{:.0f} min",
+                                            "text": "under 1 min" if t["minutes"] < 1 else
+                                            format_figure(t["minutes"], "{:.0f} min"),
+                                            "measured": t["measured"], "mode": "learner"}
     return out
 
 

@@ -38,6 +38,14 @@ def test_record_load_and_fill_round_trip(tmp_path, monkeypatch):
         fill("<!--r:06.nope-->1<!--/r-->", results)
 
 
+def test_learner_times_are_figures_too(tmp_path):
+    (tmp_path / "times.json").write_text(json.dumps({"notebooks": {
+        "02": {"minutes": 5.8, "measured": "2026-12-03"}, "00": {"minutes": 0.2, "measured": "2026-12-03"}}}))
+    results = load_results(tmp_path)
+    assert results["02.learner_minutes"]["text"] == "6 min" and results["00.learner_minutes"]["text"] == "under 1 min"
+    assert stale_markers("<!--r:02.learner_minutes-->12 min<!--/r-->", results) == [("02.learner_minutes", "12 min", "6 min")]
+
+
 def test_record_rejects_bad_input(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_RESULTS", str(tmp_path))
     with pytest.raises(ValueError, match="two digits"):
