@@ -17,6 +17,15 @@ def tracking_store(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.getbasetemp() / 'mlflow' / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory):
+    """``(train_ids, val_ids, tokenizer)`` of a small generated text with a 512-id tokenizer, for loop tests."""
+    from course_utils.pretrain import _text_file_data
+    from tests.test_pretrain import _write_text
+
+    return _text_file_data(_write_text(tmp_path_factory.mktemp("t") / "docs.txt"), 512)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_course_env(tmp_path, monkeypatch, tracking_store):
     """Point COURSE_CACHE at a fresh folder; tests never touch the learner's cache. Experiment tracking

@@ -13,9 +13,8 @@ from course_utils.drills import (
     name_forge,
     reading_drill,
 )
-from course_utils.pretrain import _lr_lambda, _text_file_data, get_preset, train
+from course_utils.pretrain import _lr_lambda, get_preset, train
 from course_utils.world import world_name_words
-from tests.test_pretrain import _write_text
 
 _NAME = re.compile(r"\b[A-Z][a-z]{3,}\b")
 
@@ -97,15 +96,11 @@ def test_wsd_schedule_is_flat_then_decays():
         _lr_lambda(get_preset("learner", schedule="linear"))
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return _text_file_data(_write_text(tmp_path_factory.mktemp("t") / "docs.txt"), 512)
 
-
-def test_drill_rows_are_added_to_each_batch_and_resume_exactly(data, tmp_path):
+def test_drill_rows_are_added_to_each_batch_and_resume_exactly(text_data, tmp_path):
     from course_utils.tokenizer import encode_documents
 
-    train_ids, val_ids, tok = data
+    train_ids, val_ids, tok = text_data
     drills = encode_documents(tok, drill_documents(200))
     cfg = get_preset("tiny", max_steps=8, checkpoint_every=2, drill_rows=2)
     cfg.model.vocab_size = len(tok)
@@ -201,14 +196,14 @@ def test_packed_rows_start_every_window_at_a_drill():
     assert all(out[i] == 0 for i in range(0, len(out), 6))
 
 
-def test_decay_drill_rows_hand_the_drill_rows_to_the_corpus_while_decaying(data):
+def test_decay_drill_rows_hand_the_drill_rows_to_the_corpus_while_decaying(text_data):
     from course_utils.tokenizer import encode_documents
 
     cfg = get_preset("tiny", max_steps=10, drill_rows=2, decay_drill_rows=1, schedule="wsd", decay_frac=0.4)
     assert cfg.decay_start == 6 and cfg.rows(5) == (cfg.batch_size, 2) and cfg.rows(6) == (cfg.batch_size + 1, 1)
     assert cfg.drill_tokens() == (6 * 2 + 4 * 1) * (cfg.seq_len + 1)
     assert get_preset("tiny", drill_rows=2, decay_drill_rows=1).rows(11) == (4, 2)  # cosine: no decay phase
-    train_ids, val_ids, tok = data
+    train_ids, val_ids, tok = text_data
     cfg.model.vocab_size = len(tok)
     drills = encode_documents(tok, drill_documents(100))
     result = train(cfg, train_ids, val_ids, drill_ids=drills, progress=False)
@@ -224,7 +219,7 @@ def test_decay_drill_frac_hands_rows_to_the_corpus_only_at_the_end():
     assert get_preset("tiny", decay_drill_rows=1).decay_drill_start == get_preset("tiny").decay_start
 
 
-def test_early_drill_rows_take_more_of_the_batch_at_the_start(data):
+def test_early_drill_rows_take_more_of_the_batch_at_the_start(text_data):
     cfg = get_preset("tiny", max_steps=10, drill_rows=2, early_drill_rows=3, early_frac=0.3, decay_drill_rows=1,
                      schedule="wsd", decay_frac=0.2)
     rows = [cfg.rows(step) for step in range(10)]
@@ -232,7 +227,7 @@ def test_early_drill_rows_take_more_of_the_batch_at_the_start(data):
     assert cfg.drill_tokens() == (3 * 3 + 5 * 2 + 2 * 1) * (cfg.seq_len + 1)
     with pytest.raises(ValueError, match="between 0 and the 6 rows"):
         get_preset("tiny", drill_rows=2, early_drill_rows=7, early_frac=0.5).rows(0)
-    train_ids, val_ids, tok = data
+    train_ids, val_ids, tok = text_data
     cfg.model.vocab_size = len(tok)
     from course_utils.tokenizer import encode_documents
 

@@ -2,9 +2,8 @@
 
 import pytest
 
-from course_utils.pretrain import _text_file_data, get_preset, train
+from course_utils.pretrain import get_preset, train
 from course_utils.schedule import Schedule
-from tests.test_pretrain import _write_text
 
 
 def _gated(**kw):
@@ -39,16 +38,12 @@ def test_a_gate_never_reached_or_reached_too_late_keeps_the_planned_decay():
         Schedule(get_preset("tiny", gate=0.5))
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return _text_file_data(_write_text(tmp_path_factory.mktemp("t") / "docs.txt"), 512)
 
-
-def test_a_gated_run_decays_from_its_gate_and_resumes_with_it(data, tmp_path):
+def test_a_gated_run_decays_from_its_gate_and_resumes_with_it(text_data, tmp_path):
     from course_utils.drills import drill_documents
     from course_utils.tokenizer import encode_documents
 
-    train_ids, val_ids, tok = data
+    train_ids, val_ids, tok = text_data
     drills = encode_documents(tok, drill_documents(100))
     cfg = _gated(eval_every=4, checkpoint_every=2)
     cfg.model.vocab_size = len(tok)
