@@ -12,6 +12,19 @@ course evaluation set, greedy, at most ``--max-tokens`` new tokens. It stops by 
 The targets of issue 19: no failed request, and throughput (tokens/s) at concurrency 16 at least 3x that at
 concurrency 1. ``--slots`` is the engine's batch (rows decoded together); with ``--slots 1`` requests are
 served one after the other, the baseline batching is measured against.
+
+Measured 2026-12-03 on a quiet 2-core AMD EPYC (AVX512-BF16), the SFT model of the gated learner preset
+(c23b9c75ff8a), defaults (200 requests per concurrency, 16 slots, at most 32 new tokens; the SFT model closes
+most answers after about ten tokens):
+
+| clients | requests | errors | requests/s | tokens/s | vs one client | latency p50 / p95 s | engine steps |
+|---|---|---|---|---|---|---|---|
+| 1 | 200 | 0 | 25.0 | 240 | 1.0x | 0.040 / 0.054 | 1,915 |
+| 4 | 200 | 0 | 44.1 | 422 | 1.8x | 0.090 / 0.119 | 521 |
+| 16 | 200 | 0 | 85.0 | 814 | 3.4x | 0.174 / 0.249 | 146 |
+
+Both targets met: no failed request, and 3.4x the tokens/s at 16 clients: the engine decoded the 200 answers in
+146 batched steps instead of 1,915 one-row steps, at 4.4x the median latency.
 """
 
 from __future__ import annotations
