@@ -45,11 +45,14 @@ class LocalJudge:
     def __init__(self, model, tokenizer, name: str = "local"):
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
 
+    def scores(self, prompts: list[str], options: Sequence[str]) -> np.ndarray:
+        """The log-likelihood of each option as the start of the reply, ``(len(prompts), len(options))``."""
+        convs = [[{"role": "user", "content": p}] for p in prompts]
+        return -np.array([answer_nll(self.model, self.tokenizer, convs, [o] * len(prompts)) for o in options]).T
+
     def choose(self, prompts: list[str], options: Sequence[str]) -> list[str]:
         """For each prompt, the option the judge finds most likely."""
-        convs = [[{"role": "user", "content": p}] for p in prompts]
-        scores = [answer_nll(self.model, self.tokenizer, convs, [o] * len(prompts)) for o in options]
-        best = np.argmin(np.array(scores), axis=0)  # lowest NLL = most likely
+        best = np.argmax(self.scores(prompts, options), axis=1)
         return [options[i] for i in best]
 
 
@@ -112,7 +115,13 @@ def judge_pairwise(judge, questions: Sequence[str], answers_a: Sequence[str], an
     once swapped (b, a), the position-bias check. A per-pair DataFrame: ``first`` (verdict in
     order, "a"/"b"), ``swapped`` (verdict with the order swapped, mapped back to "a"/"b"),
     ``consistent`` (both agree), ``winner`` ("a", "b" or "tie" when the two disagree: a
-    position-biased verdict is not counted), ``picked_first_slot`` (how often slot A won)."""
+    position-biased verdict is not counted), ``picked_first_slot`` (how often slot A won).
+
+    A judge that scores its options (:meth:`LocalJudge.scores`) also gets a *position-calibrated*
+    verdict: ``margin``, the evidence for ``a`` summed over both orders (log P(A) - log P(B) with ``a`` in
+    slot A, plus log P(B) - log P(A) with ``a`` in slot B), so that a constant preference for one slot
+    cancels, and ``calibrated``, "a" or "b" by its sign ("tie" at zero): balanced position calibration
+    (Wang et al., 2023, *Large Language Models are not Fair Evaluators*)."""
     import pandas as pd
 
     def prompts(xs, ys):
@@ -124,13 +133,24 @@ def judge_pairwise(judge, questions: Sequence[str], answers_a: Sequence[str], an
                 reference_line=f"\nReference answer: {ref}" if ref else ""))
         return out
 
-    v1 = judge.choose(prompts(answers_a, answers_b), ["A", "B"])
-    v2 = judge.choose(prompts(answers_b, answers_a), ["A", "B"])
+    margin = None
+    if hasattr(judge, "scores"):
+        s1 = judge.scores(prompts(answers_a, answers_b), ["A", "B"])
+        s2 = judge.scores(prompts(answers_b, answers_a), ["A", "B"])
+        v1 = ["A" if x[0] >= x[1] else "B" for x in s1]  # ties go to the first option, as argmax does
+        v2 = ["A" if x[0] >= x[1] else "B" for x in s2]
+        margin = (s1[:, 0] - s1[:, 1]) + (s2[:, 1] - s2[:, 0])
+    else:
+        v1 = judge.choose(prompts(answers_a, answers_b), ["A", "B"])
+        v2 = judge.choose(prompts(answers_b, answers_a), ["A", "B"])
     first = [None if v is None else {"A": "a", "B": "b"}[v.upper()] for v in v1]
     swapped = [None if v is None else {"A": "b", "B": "a"}[v.upper()] for v in v2]
     df = pd.DataFrame({"first": first, "swapped": swapped})
     df["consistent"] = [x is not None and x == y for x, y in zip(first, swapped)]
     df["winner"] = [x if c else "tie" for x, c in zip(first, df["consistent"])]
+    if margin is not None:
+        df["margin"] = margin
+        df["calibrated"] = np.where(margin > 0, "a", np.where(margin < 0, "b", "tie"))
     slot_a = [float(v is not None and v.upper() == "A") for v in v1 + v2]
     df.attrs["picked_first_slot"] = float(np.mean(slot_a)) if slot_a else float("nan")
     return df

@@ -199,7 +199,32 @@ def test_local_judge_picks_an_option_by_likelihood(tiny_model):
     out = judge.choose(["Is this good?", "Pick one."], ["GOOD", "BAD"])
     assert len(out) == 2 and set(out) <= {"GOOD", "BAD"}
     df = ev.judge_pairwise(judge, ["Q?"], ["x"], ["y"], references=["x"])
-    assert set(df.columns) >= {"first", "swapped", "consistent", "winner"}
+    assert set(df.columns) >= {"first", "swapped", "consistent", "winner", "margin", "calibrated"}
+    s = judge.scores(["Pick one."], ["A", "B"])
+    assert s.shape == (1, 2) and (s < 0).all()  # log-likelihoods
+
+
+class _SlotBiasedJudge:
+    """Scores its options with a strong preference for slot B (+3 nats) and a weak one (+0.5) for the answer
+    containing "right": its raw verdicts always say B, its calibrated ones find the right answer."""
+
+    def scores(self, prompts, options):
+        out = []
+        for p in prompts:
+            a, b = p.split("Answer A: ")[1].split("\nAnswer B: ")
+            b = b.split("\n")[0]
+            out.append([0.5 * ("right" in a), 3.0 + 0.5 * ("right" in b)])
+        return np.array(out)
+
+
+def test_balanced_position_calibration_cancels_a_slot_preference():
+    q, a, b = ["Q1?", "Q2?", "Q3?"], ["right", "wrong", "right"], ["wrong", "right", "right too"]
+    df = ev.judge_pairwise(_SlotBiasedJudge(), q, a, b)
+    assert df.attrs["picked_first_slot"] == 0.0 and not df["consistent"].any()  # raw: always slot B
+    assert list(df["calibrated"]) == ["a", "b", "tie"]  # calibrated: the right one, a tie when both are
+    assert np.allclose(df["margin"], [1.0, -1.0, 0.0])
+    endpoint_like = type("J", (), {"choose": lambda self, prompts, options: ["A"] * len(prompts)})()
+    assert "calibrated" not in ev.judge_pairwise(endpoint_like, q, a, b)  # no scores, no calibration
 
 
 # ---------------------------------------------------------------------- the harness
