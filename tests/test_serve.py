@@ -2,6 +2,7 @@
 the model's own greedy reply; bad requests get a 4xx with an OpenAI-style body and the service keeps
 serving; concurrent requests are batched; the official openai client talks to it over HTTP."""
 
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -180,6 +181,27 @@ def _chromium_or_skip() -> str:
     return chrome
 
 
+@contextlib.contextmanager
+def _chat_page_answer(url: str, model: str, question: str):
+    """Headless Chromium on the chat page at ``url`` (serving ``model``): ``question`` asked, the page yielded once
+    the whole answer has streamed in."""
+    from playwright.sync_api import sync_playwright
+
+    chrome = _chromium_or_skip()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chrome, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_function(f"document.getElementById('model').textContent === {json.dumps(model)}")
+            page.fill("#question", question)
+            page.click("#send")
+            page.wait_for_selector(".assistant[data-done='true']", timeout=60_000)
+            yield page
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def live(service, tmp_path):
     """The app on a free loopback port, its ratings in a fresh store."""
@@ -194,26 +216,13 @@ def test_the_chat_page_streams_an_answer_and_stores_a_rating(live, service):
     """In headless Chromium: type a question, see the streamed answer, rate it, find the rating in the store."""
     from course_utils.feedback import FeedbackStore
 
-    chrome = _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
     question = QUESTION[0]["content"]
     expected = _greedy_reply(service, QUESTION, 64)[0]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chrome, headless=True, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.goto(live + "/")
-            page.wait_for_function("document.getElementById('model').textContent === 'tiny-chat'")
-            page.fill("#question", question)
-            page.click("#send")
-            page.wait_for_selector(".assistant[data-done='true']", timeout=60_000)
-            assert page.inner_text(".user") == question
-            assert page.inner_text(".assistant > span") == expected
-            page.click(".assistant .up")
-            page.wait_for_function("document.querySelector('.saved').textContent.startsWith('saved')")
-        finally:
-            browser.close()
+    with _chat_page_answer(live, "tiny-chat", question) as page:
+        assert page.inner_text(".user") == question
+        assert page.inner_text(".assistant > span") == expected
+        page.click(".assistant .up")
+        page.wait_for_function("document.querySelector('.saved').textContent.startsWith('saved')")
     rows = FeedbackStore(service.feedback_path).ratings(rater="human")
     assert len(rows) == 1 and rows.iloc[0]["prompt"] == question and rows.iloc[0]["answer"] == expected
     assert rows.iloc[0]["rating"] == 1 and rows.iloc[0]["model"] == "tiny-chat"
@@ -325,31 +334,20 @@ def test_the_chat_page_lists_the_passages_the_model_read_and_marks_the_cited_one
     answer cites nothing, so the citation is set here (the last passage): the page's marking is under test,
     ``cite`` is tested above."""
     from fastapi.testclient import TestClient
-    from playwright.sync_api import sync_playwright
 
-    chrome = _chromium_or_skip()
+    _chromium_or_skip()
     monkeypatch.setattr("course_utils.scores.cite", lambda answer, question, passages: [passages[-1]["id"]])
     question = "Where was Warath Trernbri born?"
     body = TestClient(create_app(rag_service)).post("/v1/chat/completions", json={
         "messages": [{"role": "user", "content": question}], "max_tokens": 64, "temperature": 0}).json()
     url, stop = start_in_thread(rag_service)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chrome, headless=True, args=["--no-sandbox"])
-            try:
-                page = browser.new_page()
-                page.goto(url + "/")
-                page.wait_for_function("document.getElementById('model').textContent === 'tiny-rag'")
-                page.fill("#question", question)
-                page.click("#send")
-                page.wait_for_selector(".assistant[data-done='true']", timeout=60_000)
-                answer = page.inner_text(".assistant > span")
-                summary = page.inner_text(".passages summary")
-                ids = page.eval_on_selector_all(".passages li .id", "els => els.map(e => e.textContent)")
-                texts = page.eval_on_selector_all(".passages li", "els => els.map(e => e.textContent)")
-                cited = page.eval_on_selector_all(".passages li.cited .id", "els => els.map(e => e.textContent)")
-            finally:
-                browser.close()
+        with _chat_page_answer(url, "tiny-rag", question) as page:
+            answer = page.inner_text(".assistant > span")
+            summary = page.inner_text(".passages summary")
+            ids = page.eval_on_selector_all(".passages li .id", "els => els.map(e => e.textContent)")
+            texts = page.eval_on_selector_all(".passages li", "els => els.map(e => e.textContent)")
+            cited = page.eval_on_selector_all(".passages li.cited .id", "els => els.map(e => e.textContent)")
     finally:
         stop()
     assert answer == body["choices"][0]["message"]["content"]
