@@ -137,8 +137,7 @@ def judge_pairwise(judge, questions: Sequence[str], answers_a: Sequence[str], an
     if hasattr(judge, "scores"):
         s1 = judge.scores(prompts(answers_a, answers_b), ["A", "B"])
         s2 = judge.scores(prompts(answers_b, answers_a), ["A", "B"])
-        v1 = ["A" if x[0] >= x[1] else "B" for x in s1]  # ties go to the first option, as argmax does
-        v2 = ["A" if x[0] >= x[1] else "B" for x in s2]
+        v1, v2 = (["AB"[i] for i in np.argmax(s, axis=1)] for s in (s1, s2))  # as choose() picks
         margin = (s1[:, 0] - s1[:, 1]) + (s2[:, 1] - s2[:, 0])
     else:
         v1 = judge.choose(prompts(answers_a, answers_b), ["A", "B"])
