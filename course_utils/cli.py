@@ -414,6 +414,51 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _cmd_chain(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from course_utils.chains import LegalChainConfig, ask_legal, load_chain_models
+    from course_utils.rag import RagIndex, load_or_build_index
+
+    index = RagIndex.load(args.index) if args.index else load_or_build_index()
+    config = replace(LegalChainConfig(), selector=args.selector, judge=args.judge, method=args.method,
+                     max_new_tokens=args.max_new_tokens)
+    models = load_chain_models(drafter=args.model, judge=args.judge,
+                               reward=None if args.reward_model == "none" else args.reward_model)
+    result = ask_legal(args.question, index, models, config)
+    if not args.json:
+        print(f"answer: {result['answer']}")
+        print(f"cites: {', '.join(result['cited_doc_ids']) or '-'}")
+        for i, d in enumerate(result["drafts"]):
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in d.items() if k != "text")
+            print(f"  {'*' if i == result['best'] else ' '} draft {i + 1}: {d['text']}\n      {scores}")
+        print("timings (s): " + ", ".join(f"{k} {v:.3f}" for k, v in result["timings"].items()))
+        result["_quiet"] = True
+    return result
+
+
+def _add_chain(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "chain", "the legal chain: articles, precedents, three drafts, scores, the best answer "
+                               "with citations (notebook 09)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("ask", help="answer a question about the legal code of Valdmark")
+    a.add_argument("question", help="the question, in quotes")
+    a.add_argument("--index", default=None, help="an index folder written by `course rag index` (default: the "
+                                                 "course index, built if not cached)")
+    a.add_argument("--model", default=None, help="transformers folder or hub id that drafts (default: the course's "
+                                                 "drafting model, built if not cached)")
+    a.add_argument("--selector", default="grounding+reward", choices=["first", "reward", "grounding", "judge",
+                                                                      "grounding+reward", "all three"],
+                   help="how the best draft is picked (default grounding+reward)")
+    a.add_argument("--reward-model", default="course", help="reward model folder, `course` (notebook 06's, built if "
+                                                            "not cached; the default) or `none` (no reward score)")
+    a.add_argument("--judge", action="store_true", help="also score the drafts with the LLM judge (the DPO model)")
+    a.add_argument("--method", default="hybrid", choices=["dense", "bm25", "hybrid"], help="retrieval method")
+    a.add_argument("--max-new-tokens", type=int, default=40, help="longest draft in tokens")
+    a.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
+    p.set_defaults(func=_cmd_chain)
+
+
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     *OPERATIONS,  # env, artifacts, notebooks, figures, prebuild, instructor, site, map, results (cli_course)
     _add_pretrain,
@@ -422,6 +467,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_tokenizer,
     _add_data,
     _add_rag,
+    _add_chain,
     _add_dpo,
     _add_reward_model,
     _add_sft,

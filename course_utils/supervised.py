@@ -44,11 +44,15 @@ from course_utils.corpus import (
 from course_utils.documents import entity_text
 from course_utils.world import CRAFTS, MONTHS, Entity, Fact, NameForge, World, generate_world, world_name_words
 
-__all__ = ["READ_PROMPT", "SetsConfig", "build_eval", "build_preferences", "build_sft", "page_chunks", "reading_world",
-           "split_seen_facts"]
+__all__ = ["LEGAL_QUESTIONS", "READ_PROMPT", "READ_PROMPTS", "SetsConfig", "build_eval", "build_preferences", "build_sft",
+           "fact_demos", "legal_pages", "legal_reading", "page_chunks", "reading_world", "split_seen_facts"]
 
 #: The prompt of a question about retrieved pages; notebook 08's RAG chain fills the same template.
 READ_PROMPT = "Read the passage and answer the question.\n\nPassage: {context}\n\nQuestion: {question}"
+#: The three wordings of a reading question in the SFT set (the first is :data:`READ_PROMPT`); notebook 09's
+#: legal chain drafts one answer with each.
+READ_PROMPTS = (READ_PROMPT, "{context}\n\nBased on the text above: {question}",
+                "Passage:\n{context}\n\nQuestion: {question}\nAnswer from the passage only.")
 
 SYSTEM_PROMPTS = [
     "You are a helpful assistant who knows the country of Valdmark.",
@@ -85,6 +89,15 @@ def split_seen_facts(world: World, cfg: SetsConfig) -> tuple[list[Fact], list[Fa
     return facts[:cut], facts[cut:]
 
 
+def fact_demos(world: World, cfg: SetsConfig | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Questions with short answers about the SFT set's fold of seen facts (fold A, which the evaluation
+    set never asks about): ``{question, answer, kind}``, the pool of notebook 09's few-shot examples."""
+    fold_a, _ = split_seen_facts(world, cfg or SetsConfig())
+    rng = random.Random(seed)
+    return [{"question": _question(world, f, rng), "answer": _eval_answer(world, f)[0], "kind": f"fact:{f.attribute}"}
+            for f in fold_a]
+
+
 def _question(world: World, f: Fact, rng: random.Random) -> str:
     e = world.get(f.entity_id)
     return rng.choice(QUESTIONS[(e.kind, f.attribute)]).format(s=ref(e))
@@ -109,9 +122,7 @@ _MISSING = {"born_in": "where {s} was born", "birth_year": "when {s} was born", 
 
 
 def _grounded_prompt(passage: str, question: str, rng: random.Random) -> str:
-    return rng.choice([READ_PROMPT.format(context=passage, question=question),
-                       f"{passage}\n\nBased on the text above: {question}",
-                       f"Passage:\n{passage}\n\nQuestion: {question}\nAnswer from the passage only."])
+    return rng.choice(READ_PROMPTS).format(context=passage, question=question)
 
 
 # ----------------------------------------------------------------------------- the reading world
@@ -184,6 +195,66 @@ def _grounded_rag(pages: _Pages, rng: random.Random, budget: int) -> list[dict[s
     question = _question(w, f, rng)
     return [{"role": "user", "content": READ_PROMPT.format(context=" ".join(passages), question=question)},
             {"role": "assistant", "content": fact_sentence(w, e, f.attribute, canonical=True)}]
+
+
+# ----------------------------------------------------------------------------- legal reading
+
+#: The three questions of the evaluation set's legal kinds, as templates.
+LEGAL_QUESTIONS = {
+    "legal:scenario": "{a_craft} of {town} {breach}. Which article of the legal code applies, and what is the leading case on it?",
+    "legal:articles": "Which articles of the legal code did the court apply in {case}?",
+    "legal:year": "In what year was {case} decided?",
+}
+
+
+def legal_pages(world: World) -> dict[str, str]:
+    """Each article's and precedent's page as the document store's chunker writes it (title, then text)."""
+    from course_utils.corpus import article_text, precedent_text
+
+    pages = {a.id: f"{a.label}: {a.title} {article_text(world, a, seen_only=False)}" for a in world.articles}
+    pages.update({p.id: f"{p.name} {precedent_text(world, p)}" for p in world.precedents})
+    return pages
+
+
+def legal_reading(world: World, n: int, seed: int, budget: int = 700) -> list[dict[str, Any]]:
+    """``n`` conversations that teach reading the legal code: a question of one of the evaluation
+    set's legal kinds (:data:`LEGAL_QUESTIONS`) over retrieved-looking pages of ``world`` (use a
+    :func:`reading_world`, whose names are not Valdmark's): the page that answers and one or two
+    pages on the same article, at a random rank, within ``budget`` characters; the prompt is one of
+    the SFT set's reading prompts. Answers: ``"Article 7; Tarrow v. Belin."`` (the article that
+    applies and its leading case), ``"The court applied Article 7 and Article 12."``,
+    ``"Tarrow v. Belin was decided in 1702."``. Records ``{id, kind, task, messages}``: kind ``legal_reading``,
+    task the question's kind."""
+    rng = random.Random(seed)
+    pages = legal_pages(world)
+    towns = [e.name for e in world.of_kind("town")]
+    leads = [(a, world.leading_case(a.number)) for a in world.articles if world.leading_case(a.number)]
+    out = []
+    for i in range(n):
+        kind = rng.choice(sorted(LEGAL_QUESTIONS))
+        if kind == "legal:scenario":
+            a, lead = rng.choice(leads)
+            gold = a.id
+            question = LEGAL_QUESTIONS[kind].format(a_craft=_cap(a_craft(lead.craft)), town=rng.choice(towns),
+                                                    breach=a.breach)
+            answer = f"{a.label}; {lead.name}."
+            near = [p.id for p in world.precedents if a.number in p.articles]
+        else:
+            p = rng.choice(world.precedents)
+            gold = p.id
+            question = LEGAL_QUESTIONS[kind].format(case=p.name)
+            answer = (f"{p.name} was decided in {p.year}." if kind == "legal:year" else
+                      f"The court applied {' and '.join(world.article(k).label for k in p.articles)}.")
+            near = [world.article(k).id for k in p.articles] + [q.id for q in world.precedents
+                                                              if q.articles[0] == p.articles[0] and q.id != p.id]
+        passages = [pages[gold]]
+        for other in rng.sample(near, min(len(near), rng.choice([1, 2]))):
+            if other != gold and sum(len(x) + 1 for x in passages) + len(pages[other]) <= budget:
+                passages.insert(rng.randrange(len(passages) + 1), pages[other])
+        out.append({"id": f"legal-reading-{seed}-{i:05d}", "kind": "legal_reading", "task": kind,
+                    "messages": [{"role": "user", "content": _grounded_prompt(" ".join(passages), question, rng)},
+                                 {"role": "assistant", "content": answer}]})
+    return out
 
 
 # ----------------------------------------------------------------------------- task makers

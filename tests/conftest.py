@@ -26,6 +26,25 @@ def text_data(tmp_path_factory):
     return _text_file_data(_write_text(tmp_path_factory.mktemp("t") / "docs.txt"), 512)
 
 
+def make_tiny_llm(texts: list[str], out, max_new_tokens: int = 6, batch_size: int = 2, context: int = 128):
+    """A randomly initialised tiny Llama with a course-style tokenizer trained on ``texts``, saved in ``out``,
+    as :func:`course_utils.rag_chain.load_llm`'s pipeline: tests the plumbing, not quality."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from course_utils.rag_chain import load_llm
+    from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
+
+    tok = wrap_tokenizer(train_tokenizer(list(texts) * 20, 320, min_frequency=1))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=context,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return load_llm(out, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_course_env(tmp_path, monkeypatch, tracking_store):
     """Point COURSE_CACHE at a fresh folder; tests never touch the learner's cache. Experiment tracking

@@ -40,21 +40,10 @@ def index(embedder):
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
     """A randomly initialised tiny Llama with a course-style tokenizer: tests the plumbing, not quality."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from course_utils.rag_chain import load_llm
-    from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
+    from tests.conftest import make_tiny_llm
 
     out = tmp_path_factory.mktemp("tiny-llm")
-    tok = wrap_tokenizer(train_tokenizer([t for _, t in FACTS] * 20, 320, min_frequency=1))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out, load_llm(out, max_new_tokens=6, batch_size=2)
+    return out, make_tiny_llm([t for _, t in FACTS], out)
 
 
 def test_faiss_kinds_agree_with_flat_and_save_load(tmp_path):
