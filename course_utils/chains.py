@@ -52,6 +52,7 @@ __all__ = [
     "ask_legal",
     "citation_scores",
     "cost_table",
+    "default_drafter",
     "draft_table",
     "grounding_score",
     "legal_chain",
@@ -60,6 +61,7 @@ __all__ = [
     "pareto",
     "plot_trace",
     "precedents_applying",
+    "retrieve_articles",
     "retrieve_legal",
     "select_draft",
     "selector_table",
@@ -104,6 +106,14 @@ class ChainModels:
     reward_tokenizer: Any = None
     judge: Any = None
     names: dict[str, str] = field(default_factory=dict)  # what each model is, for reports
+
+
+def default_drafter(settings=None):
+    """The course's drafting model: the SFT model with the legal-reading adapter merged in (artifact
+    ``legal-reader``, :func:`course_utils.lora.load_or_build_legal_reader`), built if not cached."""
+    from course_utils.lora import load_or_build_legal_reader
+
+    return load_or_build_legal_reader(settings)
 
 
 def load_chain_models(drafter: str | None = None, *, reward: str | None = "course", judge: bool | str = False,
@@ -154,9 +164,14 @@ def retrieve_legal(index: RagIndex, question: str, config: LegalChainConfig | No
 
     Precedents: the ``depth`` court reports closest to the question, reordered so that a report
     named in the question comes first, then those applying a retrieved article, then the rest."""
+    articles = retrieve_articles(index, question, config)
+    return {"question": question, "articles": articles, "precedents": precedents_applying(index, question, articles, config)}
+
+
+def retrieve_articles(index: RagIndex, question: str, config: LegalChainConfig | None = None) -> list[dict[str, Any]]:
+    """Step 1: the ``k_articles`` articles of the legal code closest to ``question`` (hits with ``title``)."""
     cfg = config or LegalChainConfig()
-    articles = _titled(index, index.search(question, cfg.k_articles, method=cfg.method, where={"kind": "article"}))
-    return {"question": question, "articles": articles, "precedents": precedents_applying(index, question, articles, cfg)}
+    return _titled(index, index.search(question, cfg.k_articles, method=cfg.method, where={"kind": "article"}))
 
 
 def _titled(index: RagIndex, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -259,8 +274,7 @@ def legal_chain(index: RagIndex, models: ChainModels, config: LegalChainConfig |
     tok, ctx = llm.pipeline.tokenizer, context_length(llm)
 
     def articles(question: str) -> dict[str, Any]:
-        hits = index.search(question, cfg.k_articles, method=cfg.method, where={"kind": "article"})
-        return {"question": question, "articles": _titled(index, hits)}
+        return {"question": question, "articles": retrieve_articles(index, question, cfg)}
 
     def precedents(x: dict[str, Any]) -> dict[str, Any]:
         return {**x, "precedents": precedents_applying(index, x["question"], x["articles"], cfg)}
@@ -378,11 +392,13 @@ class StepTrace(BaseCallbackHandler):
     def _start(self, run_id, parent_run_id, name: str, kind: str, inputs: Any) -> None:
         self.runs[run_id] = {"run_id": run_id, "parent": parent_run_id, "name": name, "kind": kind,
                              "start": time.perf_counter() - self.t0, "end": float("nan"),
+                             "cpu_start": time.process_time(), "cpu": float("nan"),
                              "inputs": _short(inputs), "outputs": ""}
 
     def _end(self, run_id, outputs: Any) -> None:
         if run_id in self.runs:
             self.runs[run_id]["end"] = time.perf_counter() - self.t0
+            self.runs[run_id]["cpu"] = time.process_time() - self.runs[run_id]["cpu_start"]
             self.runs[run_id]["outputs"] = _short(outputs)
 
     def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, **kw):  # noqa: D102
@@ -405,8 +421,9 @@ class StepTrace(BaseCallbackHandler):
         self._end(run_id, f"error: {error!r}")
 
     def table(self):
-        """One row per recorded run: ``name, kind, depth, start, end, seconds, inputs, outputs``
-        (``depth`` 0 is the whole chain, 1 its steps, ...), in order of start."""
+        """One row per recorded run: ``name, kind, depth, start, end, seconds, cpu, inputs, outputs``
+        (``depth`` 0 is the whole chain, 1 its steps, ...; ``cpu`` the process's CPU-seconds while the step
+        ran, so steps that overlap share theirs), in order of start."""
         import pandas as pd
 
         def depth(r):
@@ -416,7 +433,7 @@ class StepTrace(BaseCallbackHandler):
             return d
 
         rows = [{**r, "depth": depth(r), "seconds": r["end"] - r["start"]} for r in self.runs.values()]
-        cols = ["name", "kind", "depth", "start", "end", "seconds", "inputs", "outputs"]
+        cols = ["name", "kind", "depth", "start", "end", "seconds", "cpu", "inputs", "outputs"]
         return pd.DataFrame(rows, columns=cols + ["run_id", "parent"]).sort_values("start").reset_index(drop=True)[cols]
 
 

@@ -37,11 +37,15 @@ __all__ = [
     "TARGET_MODULES",
     "LoRALinear",
     "LoRAFactsConfig",
+    "LegalReaderConfig",
     "apply_lora",
     "copy_lora_to_peft",
+    "default_legal_reader_config",
     "default_lora_config",
     "facts_training_records",
+    "legal_reader_records",
     "lora_config",
+    "load_or_build_legal_reader",
     "load_or_build_lora_facts",
     "max_logit_diff",
     "merge_lora",
@@ -399,6 +403,81 @@ def load_lora_facts_model(path: str | Path):
     base = AutoModelForCausalLM.from_pretrained(facts["sft_model"], dtype=torch.float32)
     model = PeftModel.from_pretrained(base, path).eval()
     return model, AutoTokenizer.from_pretrained(facts["sft_model"]), facts
+
+
+# ---------------------------------------------------------------------- the legal reader (notebook 09)
+@dataclass
+class LegalReaderConfig:
+    """LoRA training that teaches the SFT model to read the legal code: notebook 09's drafting model.
+
+    The SFT set teaches reading facts about people and places, not court reports; these conversations
+    (:func:`course_utils.supervised.legal_reading`) ask the evaluation set's three kinds of legal
+    question over pages of a second made-up country, so no Valdmark article or case is ever trained on."""
+
+    examples: int = 4000  # legal reading conversations
+    world_seed: int = 777001  # the reading world they are drawn from (not Valdmark)
+    r: int = 16  # LoRA rank
+    alpha: float = 32.0  # LoRA alpha
+    max_steps: int = 700  # optimizer steps
+    batch_size: int = 16  # conversations per step
+    lr: float = 3e-3  # learning rate
+    replay: int = 200  # SFT training conversations mixed in, so the other skills are kept
+    seed: int = 5  # data order and which conversations
+
+
+def default_legal_reader_config(settings: Settings | None = None) -> LegalReaderConfig:
+    """The budget of this mode."""
+    settings = settings or get_settings()
+    if settings.fast:
+        return LegalReaderConfig(examples=64, max_steps=6, batch_size=8, replay=16, seed=settings.seed)
+    return LegalReaderConfig()
+
+
+def legal_reader_records(config: LegalReaderConfig, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The training conversations of the legal reader: legal reading plus replayed SFT conversations, shuffled."""
+    from course_utils.data import load_sft, world
+    from course_utils.supervised import legal_reading, reading_world
+
+    records = legal_reading(reading_world(world(settings), config.world_seed), config.examples, config.seed)
+    if config.replay:
+        sft_train = load_sft("train", settings=settings)
+        records += random.Random(config.seed + 1).sample(sft_train, min(config.replay, len(sft_train)))
+    random.Random(config.seed).shuffle(records)
+    return records
+
+
+def load_or_build_legal_reader(settings: Settings | None = None, config: LegalReaderConfig | None = None,
+                               rebuild: bool = False) -> Path:
+    """The legal reader (artifact ``"legal-reader"``): the SFT model with a LoRA adapter trained on
+    :func:`legal_reader_records`, merged into a plain transformers folder (load it like any model:
+    :func:`course_utils.rag_chain.load_llm`). ``training.json`` holds trl's losses."""
+    import hashlib
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from course_utils.artifacts import built_from, config_dict, load_or_build
+    from course_utils.sft import SFTRunConfig, load_or_build_sft_model, train_sft
+
+    settings = settings or get_settings()
+    config = config or default_legal_reader_config(settings)
+    sft_path = load_or_build_sft_model(settings)
+    records = legal_reader_records(config, settings)
+    key = {"sft_model": built_from(sft_path), "lora": config_dict(config),
+           "records": hashlib.sha256(json.dumps(records).encode()).hexdigest()[:12]}
+
+    def build(folder: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(sft_path)
+        run_cfg = SFTRunConfig(max_steps=config.max_steps, batch_size=config.batch_size, lr=config.lr,
+                               seed=config.seed, logging_steps=max(1, config.max_steps // 20))
+        run = train_sft(model, tok, records, run_cfg, peft_config=lora_config(config.r, config.alpha))
+        run.model.merge_and_unload().save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "training.json").write_text(json.dumps({"sft_model": str(sft_path), "summary": run.summary(),
+                                                          "history": run.history}))
+
+    return load_or_build("legal-reader", key, build, settings=settings, rebuild=rebuild, track="lora")
 
 
 # ---------------------------------------------------------------------- the command line

@@ -71,6 +71,12 @@ def _lora_facts(s: Settings) -> Path:
     return load_or_build_lora_facts(s)
 
 
+def _legal_reader(s: Settings) -> Path:
+    from course_utils.lora import load_or_build_legal_reader
+
+    return load_or_build_legal_reader(s)
+
+
 def _reward_model(s: Settings) -> Path:
     from course_utils.reward import load_or_build_reward_model
 
@@ -95,9 +101,10 @@ PLAN: tuple[Step, ...] = (
     Step("base-model", "02, 04-06, 10", _base_model),
     Step("sft-model", "04, 05, 06, 08, 10", _sft_model),
     Step("lora-facts", "05, 08, 10", _lora_facts),
-    Step("reward-model", "06, 10", _reward_model),
-    Step("dpo-model", "06, 10", _dpo_model),
-    Step("rag-index", "08, 10", _rag_index),
+    Step("reward-model", "06, 09, 10", _reward_model),
+    Step("dpo-model", "06, 09, 10", _dpo_model),
+    Step("rag-index", "08, 09, 10", _rag_index),
+    Step("legal-reader", "09", _legal_reader),
 )
 
 

@@ -223,7 +223,7 @@ def legal_reading(world: World, n: int, seed: int, budget: int = 700) -> list[di
     pages on the same article, at a random rank, within ``budget`` characters; the prompt is one of
     the SFT set's reading prompts. Answers: ``"Article 7; Tarrow v. Belin."`` (the article that
     applies and its leading case), ``"The court applied Article 7 and Article 12."``,
-    ``"Tarrow v. Belin was decided in 1702."``. Records ``{id, kind, task, messages}``: kind ``legal_reading``,
+    ``"It was decided in 1702."``. Records ``{id, kind, task, messages}``: kind ``legal_reading``,
     task the question's kind."""
     rng = random.Random(seed)
     pages = legal_pages(world)
@@ -243,7 +243,7 @@ def legal_reading(world: World, n: int, seed: int, budget: int = 700) -> list[di
             p = rng.choice(world.precedents)
             gold = p.id
             question = LEGAL_QUESTIONS[kind].format(case=p.name)
-            answer = (f"{p.name} was decided in {p.year}." if kind == "legal:year" else
+            answer = (f"It was decided in {p.year}." if kind == "legal:year" else
                       f"The court applied {' and '.join(world.article(k).label for k in p.articles)}.")
             near = [world.article(k).id for k in p.articles] + [q.id for q in world.precedents
                                                               if q.articles[0] == p.articles[0] and q.id != p.id]

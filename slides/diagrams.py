@@ -694,6 +694,29 @@ RAG_08 = Diagram(  # 08: retrieval-augmented generation
     gap_x=30, gap_y=6,
 )
 
+CHAIN_09 = Diagram(  # 09: the legal chain
+    "09_chain",
+    nodes=(
+        Node("question", (0, 1), style="data"),
+        Node("retrieve articles", (1, 1), "kind = article"),
+        Node("retrieve precedents", (2, 1), "applying those articles"),
+        Node("context", (3, 1), "fits 256 tokens"),
+        Node("draft 1", (4, 0), "prompt 1", key="d1"),
+        Node("draft 2", (4, 1), "prompt 2", key="d2"),
+        Node("draft 3", (4, 2), "prompt 3", key="d3"),
+        Node("reward model", (5, 0), key="rm"),
+        Node("grounding", (5, 1), "names in passages?", key="gr"),
+        Node("judge", (5, 2), "DPO model", key="jd"),
+        Node("select", (6, 1)),
+        Node("answer + citations", (7, 1), style="focus"),
+    ),
+    groups=(Group("drafts", ("d1", "d2", "d3"), title="in parallel"),
+            Group("scores", ("rm", "gr", "jd"), title="in parallel")),
+    edges=(*flow("question", "retrieve articles", "retrieve precedents", "context", "drafts", "scores", "select",
+                 "answer + citations"),),
+    gap_x=34, gap_y=6,
+)
+
 EVAL_10 = Diagram(  # 10: one harness for every model and chain
     "10_eval_flow",
     nodes=(
@@ -771,7 +794,7 @@ SPEC_13 = Diagram(  # 13: one round of speculative decoding
 )
 
 DIAGRAMS: tuple[Diagram, ...] = (PIPELINE_00, MODEL_02, PIPELINE_04, PADDING_04, STAGES_06, RL_LOOP_06, DATA_07,
-                                 RAG_08, EVAL_10, JUDGE_10, SERVE_13, SPEC_13)
+                                 RAG_08, CHAIN_09, EVAL_10, JUDGE_10, SERVE_13, SPEC_13)
 
 
 def main(argv: list[str] | None = None) -> None:
