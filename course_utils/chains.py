@@ -261,11 +261,11 @@ def legal_chain(index: RagIndex, models: ChainModels, config: LegalChainConfig |
     (``{scorer: [per draft]}``), ``best`` (index), ``answer``, ``cited_ids`` and ``cited_doc_ids``.
 
     Every step is named (``retrieve articles``, ``retrieve precedents``, ``context``, ``drafts`` with
-    ``draft 1..3``, ``scores`` with ``reward``/``grounding``/``judge``, ``select``) so that a
-    :class:`StepTrace` shows where the time goes."""
+    ``draft 1..3`` in parallel, ``scores`` with ``reward``/``grounding``/``judge`` in parallel, ``select``) so
+    that a :class:`StepTrace` shows where the time goes."""
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import PromptTemplate
-    from langchain_core.runnables import RunnableLambda, RunnableParallel
+    from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
     from course_utils.rag_chain import chat_text, clean_reply, context_length
 
@@ -293,11 +293,9 @@ def legal_chain(index: RagIndex, models: ChainModels, config: LegalChainConfig |
                 | PromptTemplate.from_template(template) | to_chat | llm | StrOutputParser()
                 | RunnableLambda(clean_reply, name="clean")).with_config(run_name=f"draft {i + 1}")
 
-    drafts = RunnableParallel({f"d{i}": draft(t, i) for i, t in enumerate(cfg.prompts)}).with_config(run_name="drafts")
-
-    def with_drafts(x: dict[str, Any]) -> dict[str, Any]:
-        rest = {k: v for k, v in x.items() if k != "_drafts"}
-        return {**rest, "drafts": [x["_drafts"][f"d{i}"] for i in range(len(cfg.prompts))]}
+    n = len(cfg.prompts)
+    drafts = (RunnableParallel({f"d{i}": draft(t, i) for i, t in enumerate(cfg.prompts)})
+              | RunnableLambda(lambda d: [d[f"d{i}"] for i in range(n)], name="collect drafts"))
 
     def reward(x: dict[str, Any]) -> list[float]:
         from course_utils.reward import reward_scores
@@ -331,12 +329,8 @@ def legal_chain(index: RagIndex, models: ChainModels, config: LegalChainConfig |
     return (RunnableLambda(articles, name="retrieve articles")
             | RunnableLambda(precedents, name="retrieve precedents")
             | RunnableLambda(context, name="context")
-            | RunnableParallel(_drafts=drafts, question=lambda x: x["question"], passages=lambda x: x["passages"],
-                               context=lambda x: x["context"]).with_config(run_name="draft in parallel")
-            | RunnableLambda(with_drafts, name="collect drafts")
-            | RunnableParallel(scores=RunnableParallel(scorers).with_config(run_name="scores"),
-                               rest=lambda x: x).with_config(run_name="score in parallel")
-            | RunnableLambda(lambda x: {**x["rest"], "scores": x["scores"]}, name="collect scores")
+            | RunnablePassthrough.assign(drafts=drafts).with_config(run_name="drafts")
+            | RunnablePassthrough.assign(scores=RunnableParallel(scorers)).with_config(run_name="scores")
             | RunnableLambda(select, name="select"))
 
 
@@ -442,11 +436,16 @@ def _short(x: Any, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def plot_trace(steps, ax=None, max_depth: int = 2, title: str = "One question through the chain"):
-    """The trace as a timeline: one bar per step up to ``max_depth`` (time on the x axis), with its seconds."""
+def plot_trace(steps, ax=None, max_depth: int = 3, title: str = "One question through the chain",
+               named_only: bool = True):
+    """The trace as a timeline: one bar per step up to ``max_depth`` (time on the x axis), with its seconds;
+    ``named_only`` leaves out LangChain's unnamed wrappers (their names start with "Runnable")."""
     import matplotlib.pyplot as plt
 
-    rows = steps[(steps["depth"] >= 1) & (steps["depth"] <= max_depth)].reset_index(drop=True)
+    rows = steps[(steps["depth"] >= 1) & (steps["depth"] <= max_depth)]
+    if named_only:  # LangChain's own wrappers (RunnableParallel<...>, RunnableSequence, unnamed lambdas)
+        rows = rows[~rows["name"].str.startswith("Runnable")]
+    rows = rows.reset_index(drop=True)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2))
     colors = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
@@ -455,6 +454,7 @@ def plot_trace(steps, ax=None, max_depth: int = 2, title: str = "One question th
         ax.text(r["start"] + r["seconds"], i, f" {r['seconds'] * 1000:.0f} ms", va="center", fontsize=7)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(["  " * (int(d) - 1) + n for n, d in zip(rows["name"], rows["depth"])], fontsize=8)
+    ax.set_xlim(0, float((rows["start"] + rows["seconds"]).max()) * 1.15 if len(rows) else 1)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the question arrived")
     ax.set_title(title)

@@ -68,8 +68,9 @@ COURSE_MAP: tuple[Module, ...] = (
            "embeddings, FAISS flat/IVF/HNSW, BM25 and hybrid, a cited LCEL chain; closed-book vs RAG",
            "knowledge", 4, 2),
     Module("09", "llm_chains", "LLM chains",
-           "a multi-step legal chain: articles, precedents, three drafts, judge, best answer",
-           "application", 10, 3),
+           "prompts measured; a legal chain: articles, precedents, three drafts, scored, the best with citations; "
+           "model selection and routing by cost",
+           "application", 3, 2),
     Module("10", "evaluation", "Evaluation",
            "EM/F1, ROUGE, BLEU, ROC-AUC, LLM-as-judge, RAG metrics, human feedback, one report",
            "quality", 9, 2),
