@@ -53,6 +53,7 @@ __all__ = [
     "citation_scores",
     "cost_table",
     "default_drafter",
+    "endpoint_llm",
     "draft_table",
     "grounding_score",
     "legal_chain",
@@ -106,6 +107,8 @@ class ChainModels:
     reward_tokenizer: Any = None
     judge: Any = None
     names: dict[str, str] = field(default_factory=dict)  # what each model is, for reports
+    tokenizer: Any = None  # an endpoint model (:func:`endpoint_llm`): a tokenizer that counts its prompt's tokens
+    context: int = 4096  # an endpoint model: its context window, in those tokens
 
 
 def default_drafter(settings=None):
@@ -114,6 +117,17 @@ def default_drafter(settings=None):
     from course_utils.lora import load_or_build_legal_reader
 
     return load_or_build_legal_reader(settings)
+
+
+def endpoint_llm(base_url: str, model: str, api_key: str | None = None, max_new_tokens: int = 40,
+                 timeout: float = 60.0):
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp server, Ollama,
+    ``course serve``, a hosted API) as a LangChain chat model (langchain-openai's ``ChatOpenAI``, greedy), to
+    draft in :func:`legal_chain` (with ``ChainModels(tokenizer=..., context=...)``). Only contacted when used."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(base_url=base_url.rstrip("/"), model=model, api_key=api_key or "not-needed", temperature=0,
+                      max_tokens=max_new_tokens, timeout=timeout, max_retries=1)
 
 
 def load_chain_models(drafter: str | None = None, *, reward: str | None = "course", judge: bool | str = False,
@@ -271,7 +285,14 @@ def legal_chain(index: RagIndex, models: ChainModels, config: LegalChainConfig |
 
     cfg = config or LegalChainConfig()
     llm = models.llm
-    tok, ctx = llm.pipeline.tokenizer, context_length(llm)
+    local = hasattr(llm, "pipeline")  # a transformers pipeline (load_llm), else a chat model behind an endpoint
+    if local:
+        tok, ctx = llm.pipeline.tokenizer, context_length(llm)
+    elif models.tokenizer is None:
+        raise ValueError("An endpoint model needs ChainModels(tokenizer=..., context=...): a tokenizer that counts its "
+                         "prompt's tokens (an approximate one will do) to fit the passages to its window.")
+    else:
+        tok, ctx = models.tokenizer, models.context
 
     def articles(question: str) -> dict[str, Any]:
         return {"question": question, "articles": retrieve_articles(index, question, cfg)}
@@ -288,7 +309,10 @@ def legal_chain(index: RagIndex, models: ChainModels, config: LegalChainConfig |
         return {"question": x["question"], "passages": passages, "context": " ".join(kept)}
 
     def draft(template: str, i: int):
-        to_chat = RunnableLambda(lambda p: chat_text(llm, p.to_string()), name="chat template")
+        if local:  # the model's own chat template, as text
+            to_chat = RunnableLambda(lambda p: chat_text(llm, p.to_string()), name="chat template")
+        else:  # a chat model applies its template itself: send the user message
+            to_chat = RunnableLambda(lambda p: [("user", p.to_string())], name="chat message")
         return (RunnableLambda(lambda x: {"context": x["context"], "question": x["question"]})
                 | PromptTemplate.from_template(template) | to_chat | llm | StrOutputParser()
                 | RunnableLambda(clean_reply, name="clean")).with_config(run_name=f"draft {i + 1}")
@@ -485,15 +509,15 @@ def draft_table(questions: Sequence[dict[str, Any]], outputs: Sequence[dict[str,
 
 def selector_table(drafts, selectors: Sequence[str] = tuple(SELECTORS), metrics=("contains", "em", "f1", "cite_f1"),
                    n_boot: int = 1000, seed: int = 0):
-    """For each selector, the drafts it picks (one per question) and their mean ``metrics`` with 95%
-    bootstrap intervals; plus ``oracle`` (a draft that contains the answer, if any: the most any selector
+    """For each selector whose scorers are columns of ``drafts`` (add one to :data:`SELECTORS` to try it), the
+    drafts it picks (one per question) and their mean ``metrics`` with 95% bootstrap intervals; plus ``oracle`` (a draft that contains the answer, if any: the most any selector
     can reach). Returns ``(summary, picks)``: ``summary`` a row per selector, ``picks`` the chosen rows."""
     import pandas as pd
 
     from course_utils.scores import bootstrap_ci
 
     picks = {}
-    scorers = [c for c in ("reward", "grounding", "judge") if c in drafts.columns]
+    scorers = sorted({s for names in SELECTORS.values() for s in names} & set(drafts.columns))
     for sel in selectors:
         if any(s not in scorers for s in SELECTORS[sel]):
             continue
