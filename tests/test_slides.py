@@ -137,3 +137,12 @@ def test_diagrams_are_the_scripts_output(tmp_path):
     assert sorted(made) == sorted(committed), "run `.venv/bin/python slides/diagrams.py` and commit slides/img/"
     differ = [name for name in made if made[name] != committed[name]]
     assert not differ, f"{differ} differ from the script's output: run `.venv/bin/python slides/diagrams.py`"
+
+
+def test_no_quoted_figure_starts_a_line():
+    """Markdown reads a line that starts with `<!--` as an HTML block, and Marp drops the whole line: a quoted
+    figure (`<!--r:NN.key-->value<!--/r-->`) must follow some text on its line, unless it stands alone (a table)."""
+    bad = [f"{deck.name}:{i}" for deck in sorted((ROOT / "slides").glob("*.md"))
+           for i, line in enumerate(deck.read_text().splitlines(), 1)
+           if re.match(r"\s*<!--r:[^>]*-->\s*\S", line)]
+    assert not bad, f"a figure tag starts these lines, so the slide loses them: {bad}"
