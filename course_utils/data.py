@@ -43,6 +43,7 @@ __all__ = [
     "load_documents",
     "load_eval",
     "load_preferences",
+    "load_security",
     "load_sft",
     "preferences_sha",
     "read_jsonl",
@@ -60,6 +61,7 @@ DOCS_INDEX = "documents/index.jsonl"
 SFT_FILES = {"train": "sft/train.jsonl", "test": "sft/test.jsonl"}
 PREF_FILES = {"train": "preferences/train.jsonl", "test": "preferences/test.jsonl"}
 EVAL_FILE = "eval/questions.jsonl"
+SECURITY_FILES = {"attacks": "security/attacks.jsonl", "benign": "security/benign.jsonl"}
 
 #: Bumped whenever the corpus renderers change, so a cached corpus is never stale.
 CORPUS_VERSION = 3
@@ -73,6 +75,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "preference": {"prompt": "chat_or_text", "chosen": "chat_or_text", "rejected": "chat_or_text"},
     "eval": {"question": str, "answer": str, "gold_doc_ids": list, "seen": bool, "kind": str},
     "document": {"id": str, "path": str, "format": str, "entity_id": str, "kind": str, "seen": bool},
+    "security": {"id": str, "kind": str, "split": str, "messages": list, "documents": list},
 }
 
 
@@ -337,6 +340,14 @@ def load_sft(split: str = "train", settings: Settings | None = None, source: str
     return read_jsonl(_data_dir(settings) / SFT_FILES[split], "sft")
 
 
+def load_security(name: str = "attacks", settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Notebook 11's attack suite (``"attacks"``) or the benign requests that look like it (``"benign"``):
+    records of :mod:`course_utils.redteam` (``id``, ``kind``, ``phrasing``, ``split``, ``messages``, ``documents``
+    and, for attacks, ``success``)."""
+    _check_split(name, tuple(SECURITY_FILES))
+    return read_jsonl(_data_dir(settings) / SECURITY_FILES[name], "security")
+
+
 def load_preferences(split: str = "train", settings: Settings | None = None,
                      source: str | None = None) -> list[dict[str, Any]]:
     """Preference pairs ``{"id", "flaw", "prompt", "chosen", "rejected"}``. Notebook 06.
@@ -434,7 +445,7 @@ def build(settings: Settings | None = None, out_dir: Path | None = None, corpus:
           corpus_tokens: int | None = None) -> dict[str, Any]:
     """Regenerate all the data (``course data build``): world, documents, sets, corpus.
 
-    Writes ``world.json``, ``documents/``, ``sft/``, ``preferences/`` and ``eval/`` into
+    Writes ``world.json``, ``documents/``, ``sft/``, ``preferences/``, ``eval/`` and ``security/`` into
     ``out_dir`` (default: the data folder), then (``corpus=True``) rebuilds the cached
     corpus. Everything is deterministic: two builds give identical bytes. Files a learner added
     under ``documents/`` are kept (``kept_documents`` in the result lists them).
@@ -461,7 +472,12 @@ def build(settings: Settings | None = None, out_dir: Path | None = None, corpus:
         _write_jsonl(root / SFT_FILES[split], recs)
     for split, recs in build_preferences(w).items():
         _write_jsonl(root / PREF_FILES[split], recs)
-    _write_jsonl(root / EVAL_FILE, build_eval(w))
+    evals = build_eval(w)
+    _write_jsonl(root / EVAL_FILE, evals)
+    from course_utils.redteam import build_attacks, build_benign
+
+    _write_jsonl(root / SECURITY_FILES["attacks"], build_attacks(w, evals))
+    _write_jsonl(root / SECURITY_FILES["benign"], build_benign(w, evals))
     result: dict[str, Any] = {"data_dir": str(root), "sets_seconds": round(time.perf_counter() - start, 2)}
     if kept:
         result["kept_documents"] = kept  # files a learner added to documents/: left in place
