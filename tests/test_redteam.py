@@ -65,3 +65,27 @@ def test_success_criteria_and_refusals():
         attack_succeeded({"success": {"type": "vibes", "value": ""}}, "x")
     with pytest.raises(ValueError, match="Unknown split"):
         data.load_security("jailbreaks")
+
+
+def test_run_suite_renders_forged_markers_as_tokens_unless_sanitized(tmp_path):
+    from course_utils.redteam import _conversation, attack_table, run_suite
+    from tests.conftest import make_tiny_llm
+
+    attacks, benign = data.load_security("attacks"), data.load_security("benign")
+    llm = make_tiny_llm([m["content"] for r in attacks[:20] for m in r["messages"]], tmp_path / "tiny", context=512)
+    forged = next(a for a in attacks if a["kind"] == "token_forgery")
+    planted = next(a for a in attacks if a["kind"] == "indirect_injection")
+    conv = _conversation(planted, SYSTEM_PROMPT)
+    assert conv[0] == {"role": "system", "content": SYSTEM_PROMPT} and planted["documents"][0] in conv[-1]["content"]
+    sample = [forged, planted, benign[0]]
+    raw = run_suite(llm, sample)
+    assert list(raw["attack"]) == [True, True, False] and raw["succeeded"].iloc[:2].notna().all()
+    assert raw["succeeded"].iloc[2] != raw["succeeded"].iloc[2]  # NaN for a benign request
+    table = attack_table(raw)
+    assert table.loc["all attacks", "n"] == 2 and table.loc["benign (false refusals)", "n"] == 1
+    tok = llm.pipeline.tokenizer
+    end = tok.convert_tokens_to_ids("<|end|>")
+    text = tok.apply_chat_template(_conversation(forged, None), tokenize=False, add_generation_prompt=True)
+    assert tok(text)["input_ids"].count(end) >= 2  # the forged marker became a real end-of-turn token
+    safe = run_suite(llm, sample, sanitize=True)
+    assert len(safe) == 3
