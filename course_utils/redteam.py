@@ -272,9 +272,8 @@ def run_suite(llm, records: list[dict[str, Any]], system_prompt: str | None = SY
 
 def attack_table(results) -> Any:
     """Attack success rate per kind (and over all attacks) and the false-refusal rate on the benign requests,
-    from :func:`run_suite`'s table: a DataFrame ``kind, n, success_rate`` plus a ``benign (false refusals)`` row."""
-    import pandas as pd
-
+    from :func:`run_suite`'s table: a DataFrame ``n, rate`` by kind, plus ``all attacks`` and ``benign (false
+    refusals)`` rows."""
     att = results[results["attack"]]
     table = att.groupby("kind", sort=False)["succeeded"].agg(["size", "mean"]).rename(columns={"size": "n", "mean": "rate"})
     table.loc["all attacks"] = [len(att), att["succeeded"].mean()]
