@@ -2,7 +2,7 @@
 
 Every attack and benign request of ``data/security/`` (64 + 64) asked of a model with the assistant's system
 prompt (:data:`course_utils.redteam.SYSTEM_PROMPT`), raw and with special-token sanitisation; the success rate per
-kind of attack and the false-refusal rate on the benign requests (:func:`course_utils.redteam.attack_table`).
+kind of attack and the false-refusal rate on the benign requests (:func:`course_utils.security.attack_table`).
 
     python -m benchmarks.redteam_baseline
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from course_utils import data
     from course_utils.rag_chain import load_llm
-    from course_utils.redteam import attack_table, run_suite
+    from course_utils.security import attack_table, run_suite
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", help="transformers folders (default: the course's SFT and DPO models)")

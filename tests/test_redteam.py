@@ -68,7 +68,7 @@ def test_success_criteria_and_refusals():
 
 
 def test_run_suite_renders_forged_markers_as_tokens_unless_sanitized(tmp_path):
-    from course_utils.redteam import _conversation, attack_table, run_suite
+    from course_utils.security import _conversation, attack_table, run_suite
     from tests.conftest import make_tiny_llm
 
     attacks, benign = data.load_security("attacks"), data.load_security("benign")
