@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 # Before torch loads: idle OpenMP threads sleep instead of spinning, which keeps a
 # shared 2-core machine from thrashing (notebook 02, "Your machine's peak").
@@ -43,6 +47,37 @@ def make_tiny_llm(texts: list[str], out, max_new_tokens: int = 6, batch_size: in
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return load_llm(out, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+@contextlib.contextmanager
+def fake_openai(reply):
+    """A fake OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 that answers each request with
+    ``reply(last user message)``. Yields ``(base_url, calls)``; ``calls`` collects ``(path, body, Authorization)``."""
+    calls: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append((self.path, body, self.headers.get("Authorization")))
+            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                               "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                   "role": "assistant", "content": reply(body["messages"][-1]["content"])}}],
+                               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", calls
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(autouse=True)

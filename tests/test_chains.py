@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
@@ -229,46 +228,18 @@ def test_legal_reader_records_mix_legal_reading_with_replayed_sft_deterministica
     assert a != sorted(a, key=lambda r: r["kind"]), "shuffled, not grouped by kind"
 
 
-class _FakeChat(BaseHTTPRequestHandler):
-    """An OpenAI-compatible /v1/chat/completions that answers every legal question with the same case."""
-
-    calls: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _FakeChat.calls.append(body)
-        data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                               "role": "assistant", "content": "Article 1; Bostum v. Elaeliall."}}],
-                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_an_endpoint_model_drafts_through_the_same_chain(index, tiny):
-    import threading
-
     from course_utils.chains import endpoint_llm
+    from tests.conftest import fake_openai
 
-    server = HTTPServer(("127.0.0.1", 0), _FakeChat)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _FakeChat.calls.clear()
-    try:
-        llm = endpoint_llm(f"http://127.0.0.1:{server.server_address[1]}/v1", "fake-drafter", max_new_tokens=12)
+    with fake_openai(lambda prompt: "Article 1; Bostum v. Elaeliall.") as (url, calls):
+        llm = endpoint_llm(url, "fake-drafter", max_new_tokens=12)
         with pytest.raises(ValueError, match="tokenizer"):
             legal_chain(index, ChainModels(llm), LegalChainConfig(selector="grounding"))
         models = ChainModels(llm, tokenizer=tiny[1].pipeline.tokenizer, context=512)
         out = legal_chain(index, models, LegalChainConfig(selector="grounding")).invoke(SCENARIO)
-    finally:
-        server.shutdown()
     assert out["drafts"] == ["Article 1; Bostum v. Elaeliall."] * 3 and out["scores"]["grounding"] == [1.0] * 3
     assert out["cited_doc_ids"] == ["article-01", "precedent-063"]
-    sent = _FakeChat.calls[0]
+    sent = calls[0][1]
     assert sent["model"] == "fake-drafter" and sent["temperature"] == 0 and sent["messages"][-1]["role"] == "user"
     assert "Bostum v. Elaeliall" in sent["messages"][-1]["content"] and SCENARIO in sent["messages"][-1]["content"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
@@ -141,39 +139,18 @@ def test_answer_relevancy_uses_embeddings_and_noncommittal_flag():
 
 
 # ---------------------------------------------------------------------- judges
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    """An OpenAI-compatible /v1/chat/completions that always answers the first slot ("A" / "GOOD")."""
-
-    calls: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _FakeOpenAI.calls.append((self.path, body, self.headers.get("Authorization")))
-        prompt = body["messages"][-1]["content"]
-        reply = "A." if "Answer A" in prompt else "good"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def fake_server():
-    server = HTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _FakeOpenAI.calls.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    """An endpoint that always answers the first slot ("A" / "GOOD"): yields ``(base_url, calls)``."""
+    from tests.conftest import fake_openai
+
+    with fake_openai(lambda prompt: "A." if "Answer A" in prompt else "good") as served:
+        yield served
 
 
 def test_endpoint_judge_and_position_bias_check(fake_server):
-    judge = ev.make_judge(fake_server, model="fake-judge", api_key="k")
+    url, calls = fake_server
+    judge = ev.make_judge(url, model="fake-judge", api_key="k")
     q, a, b = ["Q1?", "Q2?"], ["right", "right"], ["wrong", "wrong"]
     df = ev.judge_pairwise(judge, q, a, b)
     # Always picking slot A: the first verdict says "a", the swapped one says "b": inconsistent everywhere.
@@ -181,11 +158,11 @@ def test_endpoint_judge_and_position_bias_check(fake_server):
     assert not df["consistent"].any() and set(df["winner"]) == {"tie"}
     assert df.attrs["picked_first_slot"] == 1.0
     assert ev.judge_single(judge, q, a, ["right", "other"]) == [1.0, 1.0]
-    path, body, auth = _FakeOpenAI.calls[0]
+    path, body, auth = calls[0]
     assert path == "/v1/chat/completions" and body["model"] == "fake-judge" and body["temperature"] == 0
     assert auth == "Bearer k"
     with pytest.raises(ValueError, match="model name"):
-        ev.make_judge(fake_server)
+        ev.make_judge(url)
 
 
 def test_endpoint_judge_that_is_down_gets_a_sentence():
