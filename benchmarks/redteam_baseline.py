@@ -30,29 +30,36 @@ import argparse
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print the table for the course's SFT and DPO models (or the given model folders)."""
+    """Print the table for the given models (default: the course's SFT and DPO models and the two assistants),
+    each undefended and with special-token sanitisation, through the RAG chain (the planted pages in the index)."""
     import pandas as pd
 
     from course_utils import data
+    from course_utils.rag import load_or_build_index
     from course_utils.rag_chain import load_llm
-    from course_utils.security import attack_table, run_suite
+    from course_utils.security import Defences, attack_table, load_or_build_assistant, plant_documents, run_suite
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", help="transformers folders (default: the course's SFT and DPO models)")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("models", nargs="*", help="transformers folders (default: the course's models)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args(argv)
     models = {p: p for p in args.models}
     if not models:
         from course_utils.dpo import load_or_build_dpo_model
         from course_utils.sft import load_or_build_sft_model
 
-        models = {"sft": load_or_build_sft_model(), "dpo": load_or_build_dpo_model()}
+        models = {"sft": load_or_build_sft_model(), "dpo": load_or_build_dpo_model(),
+                  "helpful": load_or_build_assistant(hierarchy=False), "rules": load_or_build_assistant(hierarchy=True)}
     records = data.load_security("attacks") + data.load_security("benign")
+    index = load_or_build_index()
+    plant_documents(index, records)
     columns = {}
     for name, path in models.items():
         llm = load_llm(path, max_new_tokens=args.max_new_tokens)
         for sanitize in (False, True):
-            columns[f"{name}{' sanitized' if sanitize else ''}"] = attack_table(run_suite(llm, records, sanitize=sanitize))["rate"]
+            res = run_suite(llm, records, defences=Defences(sanitize=sanitize), index=index,
+                            max_new_tokens=args.max_new_tokens)
+            columns[f"{name}{' sanitized' if sanitize else ''}"] = attack_table(res)["rate"]
     print(pd.DataFrame(columns).round(2).to_markdown())
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "lora_config",
     "load_or_build_legal_reader",
     "load_or_build_lora_facts",
+    "load_or_build_merged_adapter",
     "max_logit_diff",
     "merge_lora",
     "never_seen_rows",
@@ -451,6 +452,17 @@ def load_or_build_legal_reader(settings: Settings | None = None, config: LegalRe
     """The legal reader (artifact ``"legal-reader"``): the SFT model with a LoRA adapter trained on
     :func:`legal_reader_records`, merged into a plain transformers folder (load it like any model:
     :func:`course_utils.rag_chain.load_llm`). ``training.json`` holds trl's losses."""
+    settings = settings or get_settings()
+    config = config or default_legal_reader_config(settings)
+    return load_or_build_merged_adapter("legal-reader", config, legal_reader_records(config, settings), settings, rebuild)
+
+
+def load_or_build_merged_adapter(name: str, config: Any, records: list[dict[str, Any]], settings: Settings,
+                                 rebuild: bool = False) -> Path:
+    """Artifact ``name``: the SFT model with a LoRA adapter trained with trl on ``records``, merged into a plain
+    transformers folder. ``config`` carries the training fields ``r, alpha, max_steps, batch_size, lr, seed``
+    (:class:`LegalReaderConfig`, :class:`course_utils.security.AssistantConfig`); the cache key is the SFT model,
+    ``config`` and a hash of ``records``. ``training.json`` holds trl's losses."""
     import hashlib
     import json
 
@@ -459,10 +471,7 @@ def load_or_build_legal_reader(settings: Settings | None = None, config: LegalRe
     from course_utils.artifacts import built_from, config_dict, load_or_build
     from course_utils.sft import SFTRunConfig, load_or_build_sft_model, train_sft
 
-    settings = settings or get_settings()
-    config = config or default_legal_reader_config(settings)
     sft_path = load_or_build_sft_model(settings)
-    records = legal_reader_records(config, settings)
     key = {"sft_model": built_from(sft_path), "lora": config_dict(config),
            "records": hashlib.sha256(json.dumps(records).encode()).hexdigest()[:12]}
 
@@ -477,7 +486,7 @@ def load_or_build_legal_reader(settings: Settings | None = None, config: LegalRe
         (folder / "training.json").write_text(json.dumps({"sft_model": str(sft_path), "summary": run.summary(),
                                                           "history": run.history}))
 
-    return load_or_build("legal-reader", key, build, settings=settings, rebuild=rebuild, track="lora")
+    return load_or_build(name, key, build, settings=settings, rebuild=rebuild, track="lora")
 
 
 # ---------------------------------------------------------------------- the command line

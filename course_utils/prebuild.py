@@ -77,6 +77,18 @@ def _legal_reader(s: Settings) -> Path:
     return load_or_build_legal_reader(s)
 
 
+def _assistant_helpful(s: Settings) -> Path:
+    from course_utils.security import load_or_build_assistant
+
+    return load_or_build_assistant(hierarchy=False, settings=s)
+
+
+def _assistant_rules(s: Settings) -> Path:
+    from course_utils.security import load_or_build_assistant
+
+    return load_or_build_assistant(hierarchy=True, settings=s)
+
+
 def _reward_model(s: Settings) -> Path:
     from course_utils.reward import load_or_build_reward_model
 
@@ -105,6 +117,8 @@ PLAN: tuple[Step, ...] = (
     Step("dpo-model", "06, 09, 10", _dpo_model),
     Step("rag-index", "08, 09, 10", _rag_index),
     Step("legal-reader", "09", _legal_reader),
+    Step("assistant-helpful", "11", _assistant_helpful),
+    Step("assistant-rules", "11", _assistant_rules),
 )
 
 

@@ -717,6 +717,25 @@ CHAIN_09 = Diagram(  # 09: the legal chain
     gap_x=34, gap_y=6,
 )
 
+DEFENCE_11 = Diagram(  # 11: where each defence sits in the assistant, and where the attacks come in
+    "11_defences",
+    nodes=(
+        Node("request", (0, 0), style="data"),
+        Node("injection\nclassifier", (1, 0), "blocks what looks\nlike an attack", style="focus", key="clf"),
+        Node("retrieve from\nthe index", (2, 0), key="retrieve"),
+        Node("sanitise\npassages", (3, 0), "orders to a\nmodel removed", style="focus", key="clean"),
+        Node("prompt", (4, 0), "escaped markers,\nfenced passages", style="focus"),
+        Node("assistant", (5, 0), "trained: system >\nuser > documents", style="focus"),
+        Node("output\nfilter", (6, 0), "secret withheld", style="focus", key="filter"),
+        Node("reply", (7, 0), style="data"),
+        Node("attacker's message", (0, 1), "injection · jailbreak ·\nforged chat markers", style="warn", key="a1"),
+        Node("planted page", (2, 1), "indirect injection", style="warn", key="a2"),
+    ),
+    edges=(*flow("request", "clf", "retrieve", "clean", "prompt", "assistant", "filter", "reply"),
+           Edge("a1", "request"), Edge("a2", "retrieve")),
+    gap_x=22, gap_y=14,
+)
+
 EVAL_10 = Diagram(  # 10: one harness for every model and chain
     "10_eval_flow",
     nodes=(
@@ -794,7 +813,7 @@ SPEC_13 = Diagram(  # 13: one round of speculative decoding
 )
 
 DIAGRAMS: tuple[Diagram, ...] = (PIPELINE_00, MODEL_02, PIPELINE_04, PADDING_04, STAGES_06, RL_LOOP_06, DATA_07,
-                                 RAG_08, CHAIN_09, EVAL_10, JUDGE_10, SERVE_13, SPEC_13)
+                                 RAG_08, CHAIN_09, DEFENCE_11, EVAL_10, JUDGE_10, SERVE_13, SPEC_13)
 
 
 def main(argv: list[str] | None = None) -> None:
