@@ -75,7 +75,8 @@ COURSE_MAP: tuple[Module, ...] = (
            "EM/F1, ROUGE, BLEU, ROC-AUC, LLM-as-judge, RAG metrics, human feedback, one report",
            "quality", 9, 2),
     Module("11", "security", "Security",
-           "prompt injection, prompt leak, jailbreak: an attack suite and defenses",
+           "an assistant with rules, attacked (injection, prompt leaking, jailbreaks, forged chat markers) and "
+           "defended: six defences measured in one table; OWASP Top 10",
            "quality", 10, 3),
     Module("12", "agents", "Agents",
            "tools, a ReAct loop, function calling, multi-agent hand-off",
