@@ -81,9 +81,10 @@ def strip_instructions(text: str) -> tuple[str, list[str]]:
 
 def filter_output(reply: str, secrets=(CANARY,)) -> tuple[str, bool]:
     """The output filter: ``(reply, False)``, or ``(WITHHELD_REPLY, True)`` when the reply holds a secret, also
-    spaced out, hyphen-free or in lower case (the canary criterion of :func:`~course_utils.redteam.attack_succeeded`)."""
-    compact = re.sub(r"[\s\-_.,]", "", reply or "").upper()
-    hit = any(s in (reply or "") or re.sub(r"[\s\-_.,]", "", s).upper() in compact for s in secrets)
+    spaced out, with another separator or in another case (letters and digits compared, as the canary criterion of
+    :func:`~course_utils.redteam.attack_succeeded` does)."""
+    compact = re.sub(r"[^A-Za-z0-9]", "", reply or "").upper()
+    hit = any(re.sub(r"[^A-Za-z0-9]", "", s).upper() in compact for s in secrets)
     return (WITHHELD_REPLY, True) if hit else (reply, False)
 
 
