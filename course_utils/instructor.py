@@ -51,7 +51,7 @@ class AgendaConfig:
 
 
 ONE_DAY = AgendaConfig(end="17:30", exercises=0)  # eleven notebooks and more: exercises are homework
-TWO_DAYS = AgendaConfig(days=2, end="17:45", minutes_per_slide=1.25, least_hands_on=15, exercises=3)
+TWO_DAYS = AgendaConfig(days=2, end="17:45", minutes_per_slide=1.25, least_hands_on=15, exercises=2)  # two in class, the rest homework
 
 
 @dataclass(frozen=True)
