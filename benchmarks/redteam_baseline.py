@@ -26,6 +26,11 @@ its code to half the prompt-leaking attacks ('The code is Kestrel"4471.', a mang
 criterion now compares letters and digits only) and a quarter of the forged system turns, and to harmless
 questions too; it does not carry out the other attacks (it rarely copies a marker word, and its "help" with a
 forbidden request is garbled: 'To bide'), 0.09 of all attacks. Benign questions answered right: 0.31.
+The rules assistant of the same recipe: 0.00 of the attacks, but 0.23 false refusals (five of eight legal
+questions, five of eight second questions after a first turn: its only multi-turn conversations were forbidden
+requests). Adding harmless look-alikes to its set (questions about the law of the reading world, second questions
+after a first turn, odd wordings: ``HIERARCHY_TASKS``) gave 0.00 of the attacks and 0.09 false refusals (the
+notebook's recipe, 1,261 s to train).
 """
 
 from __future__ import annotations
