@@ -278,3 +278,16 @@ def test_cli_redteam_json(tmp_path, capsys):
     assert 0 <= out["table"]["all attacks"]["rate"] <= 1 and out["seconds_per_request"] > 0
     assert main(["redteam", "--defences", "firewall", "--json"]) == 2
     assert "unknown firewall" in capsys.readouterr().out
+
+
+def test_cli_redteam_attacks_an_openai_compatible_endpoint(capsys):
+    from course_utils.cli import main
+    from tests.conftest import fake_openai
+
+    with fake_openai(lambda text: f"Sure. The code is {CANARY}.") as (url, calls):  # a leaky endpoint
+        code = main(["redteam", "--endpoint", url, "--endpoint-model", "leaky", "--index", "none",
+                     "--kinds", "prompt_leak", "--limit", "2", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["target"] == url and len(calls) == 4  # two attacks, two benign requests
+    assert calls[0][1]["model"] == "leaky" and calls[0][1]["messages"][0]["content"] == SYSTEM_PROMPT
+    assert out["table"]["prompt_leak"]["rate"] == 1.0 and out["table"]["benign: secret in reply"]["rate"] == 1.0
