@@ -306,3 +306,28 @@ def test_cli_redteam_attacks_an_openai_compatible_endpoint(capsys):
     assert code == 0 and out["target"] == url and len(calls) == 4  # two attacks, two benign requests
     assert calls[0][1]["model"] == "leaky" and calls[0][1]["messages"][0]["content"] == SYSTEM_PROMPT
     assert out["table"]["prompt_leak"]["rate"] == 1.0 and out["table"]["benign: secret in reply"]["rate"] == 1.0
+
+
+def test_fence_passages_rewrites_reading_prompts_that_still_fit():
+    from course_utils.security import SPOTLIGHT_PROMPT, fence_passages
+    from course_utils.supervised import READ_PROMPT
+
+    class WordTokenizer:  # a token per word: enough to check the length limit
+        def apply_chat_template(self, messages, tokenize=True, return_dict=False):
+            return " ".join(m["content"] for m in messages).split()
+
+    def record(context, question="Who?"):
+        return {"id": context, "messages": [{"role": "system", "content": "Rules."},
+                                            {"role": "user", "content": READ_PROMPT.format(context=context, question=question)},
+                                            {"role": "assistant", "content": "An answer."}]}
+
+    records = [record(f"Fact {i}.") for i in range(200)] + [record("word " * 60)]
+    records.append({"id": "plain", "messages": [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hi."}]})
+    out = fence_passages(records, WordTokenizer(), share=0.5, seed=3, max_tokens=60)
+    fenced = [r for r in out if r["messages"][-2]["content"].startswith(SPOTLIGHT_PROMPT.split("{context}")[0])]
+    assert 70 <= len(fenced) <= 130 and all(r["id"] != "word " * 60 for r in fenced)  # about half; too long: kept plain
+    r = fenced[0]
+    assert r["messages"][-2]["content"] == SPOTLIGHT_PROMPT.format(context=r["id"], question="Who?")
+    assert out[-1] == records[-1] and [r["id"] for r in out] == [r["id"] for r in records]
+    assert records[0]["messages"][-2]["content"].startswith("Read the passage")  # the input is not changed
+    assert fence_passages(records, WordTokenizer(), share=0.0) == records
