@@ -31,6 +31,18 @@ questions, five of eight second questions after a first turn: its only multi-tur
 requests). Adding harmless look-alikes to its set (questions about the law of the reading world, second questions
 after a first turn, odd wordings: ``HIERARCHY_TASKS``) gave 0.00 of the attacks and 0.09 false refusals (the
 notebook's recipe, 1,261 s to train).
+
+**Spotlighting for the rules assistant** (session 37; the table's classifier with the threshold chosen on the
+training phrasings, ``max_fpr=0.05``; the whole suite): the rules assistant of pilot 2 refuses 0.09 of the benign
+requests alone, 0.25 with spotlighting, 0.25 with all five runtime defences: the fence is a prompt it never saw.
+Trained with half of its reading prompts fenced (``fence_passages``, the notebook's recipe, 1,365 s): 0.08 alone,
+0.17 with spotlighting, 0.17 with all five, benign answered right 0.43 alone; attacks 0.00 throughout.
+A second recipe for both assistants, tried and dropped: fences in 40% of the generated conversations (so also the
+helpful one's), how-to requests wrapped like jailbreaks in 30% of them, and asked-for words made up or two English
+words in one (1,342 s and 1,262 s): the helpful assistant fell to 0.05 of the attacks (prompt leaking 0.12) and the
+rules one rose to 0.14 false refusals alone, 0.31 with spotlighting and 0.28 with all five (legal questions and
+second turns refused again; the fenced share of those conversations was smaller, being longer ones cut at 256
+tokens); one multi-turn jailbreak got through.
 """
 
 from __future__ import annotations
