@@ -43,6 +43,11 @@ words in one (1,342 s and 1,262 s): the helpful assistant fell to 0.05 of the at
 rules one rose to 0.14 false refusals alone, 0.31 with spotlighting and 0.28 with all five (legal questions and
 second turns refused again; the fenced share of those conversations was smaller, being longer ones cut at 256
 tokens); one multi-turn jailbreak got through.
+The recipe with every reading wording fenced, not only ``READ_PROMPT``'s (so the legal questions too: 1,463
+conversations fenced instead of 1,361; 600 steps, about 1,500 s beside other work): 0.16 false refusals alone, 0.20
+with spotlighting, 0.23 with all five, benign answered right 0.44; the legal questions were refused all the same.
+Two recipes this close differ by 0.08 in false refusals without any defence: on 64 benign requests, the training
+run's noise is as large as the effect sought, so the recipe kept is the measured best, not a proven optimum.
 """
 
 from __future__ import annotations
