@@ -16,7 +16,8 @@ _DEFENCES = ("sanitize", "spotlight", "clean_documents", "output_filter", "class
 def _cmd_redteam(args: argparse.Namespace) -> dict[str, Any]:
     from course_utils import data
     from course_utils.redteam import ATTACK_KINDS
-    from course_utils.security import Defences, InjectionClassifier, attack_table, plant_documents, run_suite
+    from course_utils.security import (CLASSIFIER_MAX_FPR, Defences, InjectionClassifier, attack_table,
+                                       plant_documents, run_suite)
 
     chosen = [] if args.defences == "none" else list(_DEFENCES) if args.defences == "all" else \
         [d.strip() for d in args.defences.split(",") if d.strip()]
@@ -52,7 +53,7 @@ def _cmd_redteam(args: argparse.Namespace) -> dict[str, Any]:
         from course_utils.embed import load_embedder
 
         embedder = index.embedder if index is not None else load_embedder()
-        classifier = InjectionClassifier(embedder).fit([r for r in suite if r["split"] == "train"])
+        classifier = InjectionClassifier(embedder, max_fpr=CLASSIFIER_MAX_FPR).fit([r for r in suite if r["split"] == "train"])
     defences = Defences(**{d: True for d in chosen if d != "classifier"}, classifier=classifier)
     results = run_suite(llm, records, defences=defences, index=index, k=args.k, max_new_tokens=args.max_new_tokens)
     table = attack_table(results)
