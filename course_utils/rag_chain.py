@@ -43,6 +43,7 @@ __all__ = [
     "PROMPT_TEMPLATE",
     "answer_questions",
     "ask",
+    "chat_replies",
     "chat_text",
     "cite",
     "clean_reply",
@@ -139,6 +140,17 @@ def chat_text(llm, user: str) -> str:
     tok = llm.pipeline.tokenizer  # the pipeline tokenizes text: a "<|end|>" in a page must not end the turn
     user = escape_special_tokens(user, tok)
     return tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+
+
+def chat_replies(llm, conversations: list[list[dict[str, str]]]) -> list[str]:
+    """Replies to whole conversations (system, user, assistant turns), in one batch: of a local pipeline
+    (:func:`load_llm`: the chat template rendered here, so a forged marker left unescaped becomes a real special
+    token) or of a LangChain chat model (an endpoint)."""
+    if hasattr(llm, "pipeline"):
+        tok = llm.pipeline.tokenizer
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        return [clean_reply(t) for t in llm.batch(prompts)]
+    return [clean_reply(m.content) for m in llm.batch([[(x["role"], x["content"]) for x in c] for c in conversations])]
 
 
 def clean_reply(text: str) -> str:

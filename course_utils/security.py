@@ -268,18 +268,6 @@ def assistant_prompt(record: dict[str, Any], *, system_prompt: str | None = SYST
     return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + turns, passages
 
 
-def _generate(llm, conversations: list[list[dict[str, str]]]) -> list[str]:
-    """Replies of a local pipeline (:func:`course_utils.rag_chain.load_llm`: the chat template rendered here, so
-    a forged marker left unescaped becomes a real special token) or of a LangChain chat model (an endpoint)."""
-    from course_utils.rag_chain import clean_reply
-
-    if hasattr(llm, "pipeline"):
-        tok = llm.pipeline.tokenizer
-        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-        return [clean_reply(t) for t in llm.batch(prompts)]
-    return [clean_reply(m.content) for m in llm.batch([[(x["role"], x["content"]) for x in c] for c in conversations])]
-
-
 def _contains(reply: str, answers: list[str]) -> float:
     if not answers:
         return float("nan")
@@ -297,18 +285,18 @@ def run_suite(llm, records: list[dict[str, Any]], *, system_prompt: str | None =
     records' documents first (:func:`plant_documents`)."""
     import pandas as pd
 
+    from course_utils.rag_chain import chat_replies, context_length
+
     d = defences or Defences()
     tok = llm.pipeline.tokenizer if hasattr(llm, "pipeline") else None
     if context is None:
-        from course_utils.rag_chain import context_length
-
         context = context_length(llm) if tok is not None else 4096
     start = time.perf_counter()
     blocked = list(d.classifier.flags(records)) if d.classifier is not None else [False] * len(records)
     asked = [r for r, b in zip(records, blocked) if not b]
     convs = [assistant_prompt(r, system_prompt=system_prompt, index=index, k=k, defences=d, tokenizer=tok,
                               context=context, max_new_tokens=max_new_tokens)[0] for r in asked]
-    answers = iter(_generate(llm, convs) if convs else [])
+    answers = iter(chat_replies(llm, convs) if convs else [])
     rows = []
     for r, b in zip(records, blocked):
         reply = BLOCKED_REPLY if b else next(answers)
