@@ -9,7 +9,7 @@ Adding a stage: write ``_add_<stage>(sub)`` that registers its parser with
 ``_command(sub, name, help)`` and ``set_defaults(func=...)`` and append it to ``_REGISTRARS``. Import the stage module
 inside the handler, so that ``course env`` stays fast. The commands that run the course itself (env, notebooks,
 prebuild, site, results, ...) are in :mod:`course_utils.cli_course`; ``course redteam`` (notebook 11) in
-:mod:`course_utils.cli_redteam`.
+:mod:`course_utils.cli_redteam`; ``course agent`` (notebook 12) in :mod:`course_utils.cli_agent`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from course_utils.cli_agent import add_agent as _add_agent
 from course_utils.cli_course import OPERATIONS
 from course_utils.cli_course import command as _command
 from course_utils.cli_redteam import add_redteam as _add_redteam
@@ -471,6 +472,7 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_rag,
     _add_chain,
     _add_redteam,
+    _add_agent,
     _add_dpo,
     _add_reward_model,
     _add_sft,
