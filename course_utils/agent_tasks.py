@@ -147,7 +147,7 @@ def _date(world: World, inside: Callable[[str], bool], rng: random.Random) -> It
     for p in people:
         born = p.attrs["birth_year"]
         year = born + rng.randrange(5, 81)
-        plan = [{"tool": "date_calculator", "arguments": {"operation": "age", "person": p.name, "year": year},
+        plan = [{"tool": "dates", "arguments": {"kind": "age", "person": p.name, "year": year},
                  "expect": [f"{year - born} years old"]},
                 {"answer": f"In {year}, {p.name} was {year - born} years old."}]
         yield _task("age", f"How old was {p.name} in {year}?", [str(year - born)], [p.id], [], plan)
@@ -156,7 +156,7 @@ def _date(world: World, inside: Callable[[str], bool], rng: random.Random) -> It
         for ev in events:
             age = ev.attrs["year"] - p.attrs["birth_year"]
             if 5 <= age <= 90:
-                plan = [{"tool": "date_calculator", "arguments": {"operation": "years_between", "start": p.name,
+                plan = [{"tool": "dates", "arguments": {"kind": "years_between", "start": p.name,
                                                                   "end": ev.name}, "expect": [f"{age} years"]},
                         {"answer": f"{p.name} was {age} years old at the time of {ref(ev)}."}]
                 yield _task("age_at_event", f"How old was {p.name} when {ref(ev)} took place?", [str(age)],
@@ -169,7 +169,7 @@ def _date(world: World, inside: Callable[[str], bool], rng: random.Random) -> It
                     continue
                 when_a = _WHEN[first].format(s=ref(a), bare=a.name)
                 when_b = _WHEN[then].format(s=ref(b), bare=b.name)
-                plan = [{"tool": "date_calculator", "arguments": {"operation": "years_between", "start": a.name,
+                plan = [{"tool": "dates", "arguments": {"kind": "years_between", "start": a.name,
                                                                   "end": b.name}, "expect": [f"{span} years"]},
                         {"answer": f"{span} years passed between {when_a} and {when_b}."}]
                 yield _task(f"span.{first}-{then}", f"How many years passed between {when_a} and {when_b}?",

@@ -376,11 +376,11 @@ def date_calculator(world, time_limit: float = 1.0) -> Tool:
         attr, verb = YEAR_FIELDS[e.kind]
         return f"{e.name} ({verb} {e.attrs[attr]})", int(e.attrs[attr])
 
-    def calc(operation: str, person: str | None = None, year: int | None = None,
+    def calc(kind: str, person: str | None = None, year: int | None = None,
              start: int | str | None = None, end: int | str | None = None) -> str:
-        if operation == "age":
+        if kind == "age":
             if person is None or year is None:
-                raise BadArguments("operation 'age' needs person (a name) and year (the world has no present year).")
+                raise BadArguments("kind 'age' needs person (a name) and year (the world has no present year).")
             p, year = find(person, "person"), int(year)  # JSON Schema counts 1820.0 as an integer
             if p.kind != "person":
                 raise ToolError(f"{p.name} is a {p.kind}, not a person.")
@@ -389,7 +389,7 @@ def date_calculator(world, time_limit: float = 1.0) -> Tool:
                 raise ToolError(f"{p.name} was born in {born}, after {year}.")
             return f"{p.name} was born in {born}, so in {year} {p.name} was {year - born} years old."
         if start is None or end is None:
-            raise BadArguments("operation 'years_between' needs start and end (years or names).")
+            raise BadArguments("kind 'years_between' needs start and end (years or names).")
         (a, ya), (b, yb) = dated(start), dated(end)
         if ya == yb:
             return f"{a} and {b}: the same year, 0 years apart."
@@ -399,10 +399,10 @@ def date_calculator(world, time_limit: float = 1.0) -> Tool:
     either = {"type": ["integer", "string"], "minimum": 0, "maximum": 3000, "maxLength": 100,
               "description": "a year or the name of an event, person, town, ..."}
     return Tool(
-        name="date_calculator",
+        name="dates",
         description="Age of a person in a year, or years between two years or events.",
-        parameters={"type": "object", "additionalProperties": False, "required": ["operation"],
-                    "properties": {"operation": {"type": "string", "enum": ["age", "years_between"]},
+        parameters={"type": "object", "additionalProperties": False, "required": ["kind"],
+                    "properties": {"kind": {"type": "string", "enum": ["age", "years_between"]},
                                    "person": {"type": "string", "maxLength": 100,
                                               "description": "for age: a person's name"},
                                    "year": {"type": "integer", "minimum": 0, "maximum": 3000,

@@ -136,8 +136,8 @@ def test_no_tool_opens_files_runs_commands_or_connects(tools, monkeypatch):
         monkeypatch.setattr(target, attr, spy(f"{target.__name__}.{attr}"))
     inputs = [("calculator", {"expression": e}) for e in UNSAFE + ["1+1", "9**9**9", "1/0"]]
     inputs += [("world_lookup", {"query": "open('/etc/passwd')"}), ("world_lookup", {"query": "Dunmere"}),
-               ("date_calculator", {"operation": "age", "person": "__import__('os')", "year": 1800}),
-               ("date_calculator", {"operation": "years_between", "start": "Dunmere", "end": "/etc/passwd"}),
+               ("dates", {"kind": "age", "person": "__import__('os')", "year": 1800}),
+               ("dates", {"kind": "years_between", "start": "Dunmere", "end": "/etc/passwd"}),
                ("legal_lookup", {"keywords": "subprocess.run(['ls'])"}), ("legal_lookup", {"case": "../../etc"})]
     observations = [run_tool(ToolCall(name, args), tools) for name, args in inputs]
     monkeypatch.undo()
@@ -162,34 +162,34 @@ def test_world_lookup_returns_the_best_passages_with_ids_to_cite():
 
 
 def test_date_calculator_answers_ages_and_spans(tools):
-    obs = call(tools, "date_calculator", operation="age", person="Orin Tallow", year=1820)
+    obs = call(tools, "dates", kind="age", person="Orin Tallow", year=1820)
     assert obs.ok and "40 years old" in obs.content
-    assert "21 years old" in call(tools, "date_calculator", operation="age", person="sendal", year=1822).content
-    assert "in 1820.0" not in call(tools, "date_calculator", operation="age", person="Tallow", year=1820.0).content
-    obs = call(tools, "date_calculator", operation="years_between", start="the Flood of Arnholt", end=1850)
+    assert "21 years old" in call(tools, "dates", kind="age", person="sendal", year=1822).content
+    assert "in 1820.0" not in call(tools, "dates", kind="age", person="Tallow", year=1820.0).content
+    obs = call(tools, "dates", kind="years_between", start="the Flood of Arnholt", end=1850)
     assert obs.ok and "38 years" in obs.content and "Flood of Arnholt (in 1812)" in obs.content
-    obs = call(tools, "date_calculator", operation="years_between", start="Flood of Arnholt", end="Orin Tallow")
+    obs = call(tools, "dates", kind="years_between", start="Flood of Arnholt", end="Orin Tallow")
     assert "Orin Tallow (born in 1780) came 32 years before Flood of Arnholt (in 1812)" in obs.content
-    assert "862 years" in call(tools, "date_calculator", operation="years_between", start="Dunmere",
+    assert "862 years" in call(tools, "dates", kind="years_between", start="Dunmere",
                                end="1812").content
-    assert "550 years" in call(tools, "date_calculator", operation="years_between", start="Brenhal Guild",
+    assert "550 years" in call(tools, "dates", kind="years_between", start="Brenhal Guild",
                                end=2050.0).content
-    obs = call(tools, "date_calculator", operation="years_between", start=1600, end="Lantern Fair")
+    obs = call(tools, "dates", kind="years_between", start=1600, end="Lantern Fair")
     assert "the same year, 0 years apart" in obs.content
 
 
 @pytest.mark.parametrize("arguments, kind, says", [
-    ({"operation": "age", "person": "Orin Tallow"}, "bad_arguments", "no present year"),
-    ({"operation": "years_between", "start": 1800}, "bad_arguments", "start and end"),
-    ({"operation": "age", "person": "Orin Talow", "year": 1800}, "tool_error", "Did you mean 'Orin Tallow'"),
-    ({"operation": "age", "person": "Dunmere", "year": 1800}, "tool_error", "not a person"),
-    ({"operation": "age", "person": "Orin Tallow", "year": 1700}, "tool_error", "born in 1780"),
-    ({"operation": "years_between", "start": "Maethwe", "end": 1800}, "tool_error", "no entity named"),
-    ({"operation": "weeks"}, "bad_arguments", "is not one of"),
-    ({"operation": "age", "person": "Orin Tallow", "year": 99999}, "bad_arguments", "maximum"),
-    ({"operation": "age", "person": "Orin Tallow", "year": "1800"}, "bad_arguments", "not of type 'integer'")])
+    ({"kind": "age", "person": "Orin Tallow"}, "bad_arguments", "no present year"),
+    ({"kind": "years_between", "start": 1800}, "bad_arguments", "start and end"),
+    ({"kind": "age", "person": "Orin Talow", "year": 1800}, "tool_error", "Did you mean 'Orin Tallow'"),
+    ({"kind": "age", "person": "Dunmere", "year": 1800}, "tool_error", "not a person"),
+    ({"kind": "age", "person": "Orin Tallow", "year": 1700}, "tool_error", "born in 1780"),
+    ({"kind": "years_between", "start": "Maethwe", "end": 1800}, "tool_error", "no entity named"),
+    ({"kind": "weeks"}, "bad_arguments", "is not one of"),
+    ({"kind": "age", "person": "Orin Tallow", "year": 99999}, "bad_arguments", "maximum"),
+    ({"kind": "age", "person": "Orin Tallow", "year": "1800"}, "bad_arguments", "not of type 'integer'")])
 def test_date_calculator_explains_what_it_cannot_do(tools, arguments, kind, says):
-    obs = call(tools, "date_calculator", **arguments)
+    obs = call(tools, "dates", **arguments)
     assert not obs.ok and obs.error == kind and says in obs.content, obs
 
 
@@ -222,10 +222,10 @@ def test_the_tools_work_over_the_course_world():
     w = load_world()
     tools = [date_calculator(w), legal_lookup(w)]
     for p in w.of_kind("person"):
-        obs = call(tools, "date_calculator", operation="age", person=p.name, year=1900)
+        obs = call(tools, "dates", kind="age", person=p.name, year=1900)
         assert obs.ok and f"{1900 - p.attrs['birth_year']} years old" in obs.content, obs
     for e in w.of_kind("event"):
-        obs = call(tools, "date_calculator", operation="years_between", start=e.name, end=1950)
+        obs = call(tools, "dates", kind="years_between", start=e.name, end=1950)
         assert obs.ok and f"{1950 - e.attrs['year']} years" in obs.content, obs
     for a in w.articles:
         assert call(tools, "legal_lookup", number=a.number).content.startswith(f"Article {a.number} ({a.title})")
@@ -278,10 +278,10 @@ def test_validate_arguments_checks_types_required_enum_and_extras(world):
     assert "not of type 'string'" in validate_arguments(calc, {"expression": 1})
     assert "'x' was unexpected" in validate_arguments(calc, {"expression": "1", "x": 2})
     assert "not of type 'object'" in validate_arguments(calc, ["1"])
-    assert "is not one of" in validate_arguments(dates, {"operation": "now"})
-    assert "not of type 'integer'" in validate_arguments(dates, {"operation": "age", "year": True})
-    assert "arguments.start" in validate_arguments(dates, {"operation": "years_between", "start": [1]})
-    assert validate_arguments(dates, {"operation": "years_between", "start": 1800, "end": "Dunmere"}) is None
+    assert "is not one of" in validate_arguments(dates, {"kind": "now"})
+    assert "not of type 'integer'" in validate_arguments(dates, {"kind": "age", "year": True})
+    assert "arguments.start" in validate_arguments(dates, {"kind": "years_between", "start": [1]})
+    assert validate_arguments(dates, {"kind": "years_between", "start": 1800, "end": "Dunmere"}) is None
 
 
 def test_run_tool_never_raises_and_names_each_error_kind():
@@ -364,7 +364,7 @@ def conversation():
 def test_schemas_have_the_function_calling_shape(tools):
     from jsonschema import Draft202012Validator
 
-    assert [t.name for t in tools] == ["calculator", "world_lookup", "date_calculator", "legal_lookup"]
+    assert [t.name for t in tools] == ["calculator", "world_lookup", "dates", "legal_lookup"]
     for t in tools:
         s = t.schema
         assert set(s) == {"type", "function"} and s["type"] == "function"
@@ -395,11 +395,11 @@ def test_the_course_template_gets_tools_in_the_system_prompt(tokenizers, tools):
             '</tool_call><|end|>\n<|user|>\nObservation (calculator): 42<|end|>\n<|assistant|>\n') in text
     for t in tools:
         assert f"- {t.name}(" in system
-    assert "date_calculator(operation: \"age\"|\"years_between\", person?: string" in system
+    assert "dates(kind: \"age\"|\"years_between\", person?: string" in system
     default = render_prompt(course, conversation()[1:], tools)
     assert default.startswith(f"<|endoftext|><|system|>\n{tools_system_prompt(tools)}<|end|>")
     brief = render_prompt(course, conversation(), tools, brief=True)
-    assert brief.startswith("<|endoftext|><|system|>\nBe brief.\nTools: calculator, world_lookup, date_calculator, "
+    assert brief.startswith("<|endoftext|><|system|>\nBe brief.\nTools: calculator, world_lookup, dates, "
                             "legal_lookup.<|end|>\n") and "Observation (calculator): 42" in brief
 
 
