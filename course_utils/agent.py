@@ -10,7 +10,7 @@ fits the course model's 256-token window, its SFT data and its scores.
       Action: calculator: 42040 + 27970
 
   or ``Answer: ...`` instead of the action. A call is ``tool: value`` for a tool with one required argument,
-  else ``tool: key=value; key=value`` (:func:`format_compact_call`, :func:`parse_compact_call`): the same
+  else ``tool: key value; key value`` (:func:`format_compact_call`, :func:`parse_compact_call`): the same
   :class:`~course_utils.tools.ToolCall` as the JSON format gives, so validity and argument accuracy are measured
   the same way for both. Hub models keep JSON through :func:`course_utils.tools.render_prompt`.
 - **The loop** (:func:`run_agents`): up to ``max_steps`` steps for a batch of questions in lockstep (one
@@ -35,7 +35,7 @@ __all__ = ["AGENT_SYSTEM", "MAX_NOTE_CHARS", "AgentStep", "Trace", "agent_step_r
            "format_compact_call", "format_step", "note_from", "note_from_call", "parse_compact_call", "parse_step",
            "run_agents", "step_messages"]
 
-AGENT_SYSTEM = "Answer with the tools: world_lookup, calculator, date_calculator, legal_lookup."
+AGENT_SYSTEM = "Answer with the tools: world_lookup, calculator, dates, legal_lookup."
 MAX_NOTE_CHARS = 160  # a note (the thought) is cut here: notes are the agent's memory of earlier observations
 MAX_OBSERVATION_CHARS = 280  # the latest observation is cut here (a passage of world_lookup with k=1 fits)
 _STEP = re.compile(r"^\s*(?:Thought:\s*(?P<thought>.*?)\s*\n)?\s*(?:(?P<kind>Action|Answer):\s*(?P<body>.*?))\s*$",
@@ -54,16 +54,27 @@ def _only_required(tool: Tool | None) -> str | None:
 
 def format_compact_call(name: str, arguments: Mapping[str, Any], tool: Tool | None = None) -> str:
     """``name: value`` when the only argument is ``tool``'s single required one (``world_lookup: Who led X?``),
-    else ``name: key=value; key=value`` in the order given (``date_calculator: operation=age; person=X; year=1700``)."""
+    else ``name: key value; key value`` in the order given (``dates: kind age; person X; year
+    1700``). Words, not ``key=value``: the course tokenizer knows ``" years"``, not ``"=years"``; for the same
+    reason an enum value is written with spaces for underscores (``years between``)."""
     args = dict(arguments)
     only = _only_required(tool)
     if only is not None and list(args) == [only]:
         return f"{name}: {args[only]}"
-    return f"{name}: " + "; ".join(f"{k}={v}" for k, v in args.items())
+    properties = tool.parameters.get("properties", {}) if tool else {}
+
+    def word(key: str, value: Any) -> str:
+        return str(value).replace("_", " ") if "enum" in properties.get(key, {}) else str(value)
+
+    return f"{name}: " + "; ".join(f"{k} {word(k, v)}" for k, v in args.items())
 
 
 def _typed(value: str, schema: Mapping[str, Any]) -> Any:
-    """``value`` as the JSON type the schema asks for (an integer, where digits were written for one)."""
+    """``value`` as the JSON type the schema asks for (an integer, where digits were written for one; an enum
+    value written with spaces for its underscores)."""
+    for option in schema.get("enum", []):
+        if value.replace(" ", "_").lower() == str(option).lower():
+            return option
     kinds = schema.get("type", "string")
     kinds = kinds if isinstance(kinds, list) else [kinds]
     if "integer" in kinds and re.fullmatch(r"-?\d+", value):
@@ -74,10 +85,10 @@ def _typed(value: str, schema: Mapping[str, Any]) -> Any:
 
 
 def parse_compact_call(text: str, tools: Sequence[Tool] | Mapping[str, Tool]) -> ToolCall:
-    """The call in ``text`` (``tool: value`` or ``tool: key=value; ...``, see :func:`format_compact_call`) as a
-    :class:`~course_utils.tools.ToolCall`, values typed by the tool's schema; ``error`` set when it cannot be read.
-    An unknown tool name is read (a bare value as ``input``), not refused: :func:`~course_utils.tools.run_tool`
-    reports it as ``unknown_tool``."""
+    """The call in ``text`` (``tool: value`` or ``tool: key value; ...``, see :func:`format_compact_call`;
+    ``key=value`` is read too) as a :class:`~course_utils.tools.ToolCall`, values typed by the tool's schema;
+    ``error`` set when it cannot be read. An unknown tool name is read (a bare value as ``input``), not refused:
+    :func:`~course_utils.tools.run_tool` reports it as ``unknown_tool``."""
     table = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
     head, sep, rest = text.strip().partition(":")
     name = head.strip()
@@ -86,15 +97,22 @@ def parse_compact_call(text: str, tools: Sequence[Tool] | Mapping[str, Tool]) ->
     rest = rest.strip()
     tool = table.get(name)
     properties = tool.parameters.get("properties", {}) if tool else {}
+
+    def keyed(part: str) -> tuple[str, str] | None:
+        m = re.fullmatch(r"([A-Za-z_]\w*)\s*=\s*(.*)", part, re.S)
+        if m is None:
+            m = re.fullmatch(r"([A-Za-z_]\w*)\s+(.*)", part, re.S)
+            m = m if m and m.group(1) in properties else None
+        return (m.group(1), m.group(2).strip()) if m else None
+
     pairs = [p.strip() for p in rest.split(";")] if rest else []
-    keyed = [re.fullmatch(r"([A-Za-z_]\w*)\s*=\s*(.*)", p, re.S) for p in pairs]
-    if pairs and all(keyed):
-        args = {m.group(1): _typed(m.group(2).strip(), properties.get(m.group(1), {})) for m in keyed}
-        return ToolCall(name, args, None, (0, len(text)))
+    found = [keyed(p) for p in pairs]
+    if pairs and all(found):
+        return ToolCall(name, {k: _typed(v, properties.get(k, {})) for k, v in found}, None, (0, len(text)))
     only = _only_required(tool) if tool else "input"  # an unknown tool's bare value: run_tool refuses the tool
-    if only is not None and rest and not any(keyed):
+    if only is not None and rest and not any(found):
         return ToolCall(name, {only: _typed(rest, properties.get(only, {}))}, None, (0, len(text)))
-    why = "no arguments" if not rest else "write every argument as key=value, separated by ';'"
+    why = "no arguments" if not rest else "write every argument as 'key value', separated by ';'"
     return ToolCall(name, {}, why, (0, len(text)))
 
 

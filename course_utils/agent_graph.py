@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from course_utils.agent import AGENT_SYSTEM, MAX_NOTE_CHARS, parse_step, step_messages
-from course_utils.tools import Tool, ToolCall, run_tool
+from course_utils.tools import Tool, ToolCall, run_tool, validate_arguments
 
 __all__ = ["chat_model_node", "course_model_node", "graph_answer", "langchain_tools", "react_graph"]
 
@@ -37,51 +37,65 @@ def langchain_tools(tools: Sequence[Tool]) -> list[Any]:
                                          args_schema=t.parameters) for t in tools]
 
 
-def _step_inputs(messages: Sequence[Any]) -> tuple[str, list[str], str | None, set[str]]:
+def _step_inputs(messages: Sequence[Any]) -> tuple[str, list[str], str | None, set[str], int]:
     """From a graph's messages: the question (first human message), the notes (thoughts of earlier steps), the
-    latest observation (the last tool or error message after the last AI message) and the calls made."""
+    latest observation (the last tool or error message after the last AI message), the calls made and the steps
+    taken (AI messages)."""
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
     question = next(str(m.content) for m in messages if isinstance(m, HumanMessage))
-    notes, made, observation = [], set(), None
+    notes, made, observation, steps = [], set(), None, 0
     for m in messages:
         if isinstance(m, AIMessage):
-            thought = (m.additional_kwargs or {}).get("thought")
-            if thought:
-                notes.append(thought[:MAX_NOTE_CHARS])
-            for c in m.tool_calls:
-                made.add(json.dumps({"name": c["name"], "arguments": c["args"]}, sort_keys=True, default=str))
+            steps += 1
+            extra = m.additional_kwargs or {}
+            if extra.get("thought"):
+                notes.append(extra["thought"][:MAX_NOTE_CHARS])
+            if extra.get("call"):
+                made.add(json.dumps(extra["call"], sort_keys=True, default=str))
             observation = None
-        elif isinstance(m, ToolMessage) or (isinstance(m, HumanMessage) and str(m.content).startswith("Error:")):
+        elif isinstance(m, ToolMessage) or (isinstance(m, HumanMessage) and str(m.content).startswith("Error")):
             observation = str(m.content)
-    return question, notes, observation, made
+    return question, notes, observation, made, steps
 
 
 def course_model_node(generate: Callable[[list[list[dict[str, str]]]], list[str]], tools: Sequence[Tool],
-                      system: str = AGENT_SYSTEM) -> Callable[[dict[str, Any]], dict[str, Any]]:
+                      system: str = AGENT_SYSTEM, max_steps: int = 6) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The ``agent`` node for a model that writes :mod:`course_utils.agent`'s steps: builds the step prompt from
     the state, generates, and returns an ``AIMessage`` (its call in ``tool_calls``, its thought in
-    ``additional_kwargs``). A step that cannot be read, or a call already made, adds an ``Error:`` human
-    message instead of a call, and the graph comes back to this node (the same guards as
-    :func:`course_utils.agent.run_agents`)."""
+    ``additional_kwargs``). The guards of :func:`course_utils.agent.run_agents`, with the same observations: a
+    step that cannot be read, a call already made, an unknown tool or arguments the schema refuses add an
+    ``Error`` human message instead of a call, and the graph comes back to this node; after ``max_steps`` steps
+    the node stops the graph (``additional_kwargs["stopped"]``)."""
     from langchain_core.messages import AIMessage, HumanMessage
 
+    table = {t.name: t for t in tools}
+
     def node(state: dict[str, Any]) -> dict[str, Any]:
-        question, notes, observation, made = _step_inputs(state["messages"])
+        question, notes, observation, made, taken = _step_inputs(state["messages"])
+        if taken >= max_steps:
+            return {"messages": [AIMessage("", additional_kwargs={"stopped": "max_steps"})]}
         reply = generate([step_messages(question, notes, observation, system)])[0]
-        step = parse_step(reply, tools)
-        extra = {"thought": step.thought} if step.thought else {}
+        step = parse_step(reply, table)
+        extra: dict[str, Any] = {"thought": step.thought} if step.thought else {}
         if step.answer is not None:
             return {"messages": [AIMessage(step.answer, additional_kwargs=extra)]}
         if step.call is None or step.error:
+            error = "Error: write 'Action: tool: arguments' or 'Answer: ...'" + (f" ({step.error})." if step.error
+                                                                                 else ".")
             return {"messages": [AIMessage(reply, additional_kwargs={**extra, "error": "malformed"}),
-                                 HumanMessage("Error: write 'Action: tool: arguments' or 'Answer: ...'.")]}
-        key = json.dumps({"name": step.call.name, "arguments": step.call.arguments}, sort_keys=True, default=str)
-        if key in made:
+                                 HumanMessage(error)]}
+        call = {"name": step.call.name, "arguments": step.call.arguments}
+        extra["call"] = call
+        if json.dumps(call, sort_keys=True, default=str) in made:
             return {"messages": [AIMessage(reply, additional_kwargs={**extra, "error": "repeated"}),
                                  HumanMessage("Error: you made this call already; use its result or answer.")]}
-        call = {"name": step.call.name, "args": step.call.arguments, "id": f"call-{len(made) + 1}"}
-        return {"messages": [AIMessage("", tool_calls=[call], additional_kwargs=extra)]}
+        if step.call.name not in table or validate_arguments(table[step.call.name], step.call.arguments):
+            failed = run_tool(step.call, table)  # the same error observation run_agents shows
+            return {"messages": [AIMessage(reply, additional_kwargs={**extra, "error": failed.error}),
+                                 HumanMessage(failed.content)]}
+        tool_call = {"name": step.call.name, "args": step.call.arguments, "id": f"call-{len(made) + 1}"}
+        return {"messages": [AIMessage("", tool_calls=[tool_call], additional_kwargs=extra)]}
 
     return node
 
@@ -123,13 +137,14 @@ def react_graph(node: Callable[[dict[str, Any]], dict[str, Any]], tools: Sequenc
 
 def graph_answer(graph: Any, question: str, max_steps: int = 6) -> dict[str, Any]:
     """``question`` through ``graph``: ``answer`` (None when the step limit stopped it), ``stopped``, ``steps``
-    (per agent turn: thought, call, observation, error) and ``messages``."""
+    (per agent turn: thought, call, observation, error) and ``messages``. ``max_steps`` bounds the graph's
+    super-steps too (LangGraph's recursion limit), for a node that does not count its own steps."""
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langgraph.errors import GraphRecursionError
 
     from course_utils.agent import Trace
 
-    limit = 2 * max_steps + 1  # an agent turn and a tool turn per step, and the answer
+    limit = 3 * max_steps + 2  # an agent turn and a tool turn per step, the answer, and room for error turns
     stopped, state = "answer", None
     try:  # streamed, so that the messages so far survive a stop at the step limit
         for state in graph.stream({"messages": [HumanMessage(question)]}, {"recursion_limit": limit},
@@ -140,19 +155,22 @@ def graph_answer(graph: Any, question: str, max_steps: int = 6) -> dict[str, Any
     messages = list(state["messages"]) if state else []
     trace = Trace(question, stopped=stopped)
     for m in messages:
-        if isinstance(m, AIMessage):
-            call = m.tool_calls[0] if m.tool_calls else None
-            trace.steps.append({"thought": (m.additional_kwargs or {}).get("thought", ""), "observation": None,
-                                "call": {"name": call["name"], "arguments": call["args"]} if call else None,
-                                "error": (m.additional_kwargs or {}).get("error"), "raw": str(m.content)})
+        extra = getattr(m, "additional_kwargs", None) or {}
+        if isinstance(m, AIMessage) and extra.get("stopped"):
+            trace.stopped = extra["stopped"]
+        elif isinstance(m, AIMessage):
+            call = extra.get("call") or ({"name": m.tool_calls[0]["name"], "arguments": m.tool_calls[0]["args"]}
+                                         if m.tool_calls else None)
+            trace.steps.append({"thought": extra.get("thought", ""), "observation": None, "call": call,
+                                "error": extra.get("error"), "raw": str(m.content)})
         elif isinstance(m, (ToolMessage, HumanMessage)) and trace.steps:
-            trace.steps[-1]["observation"] = str(m.content)
             text = str(m.content)
+            trace.steps[-1]["observation"] = text
             if isinstance(m, ToolMessage) and text.startswith("Error ("):  # run_tool's report
                 trace.steps[-1]["error"] = text[7:].split(")")[0]
-            elif isinstance(m, ToolMessage) and getattr(m, "status", "") == "error":  # ToolNode's: no such tool
-                trace.steps[-1]["error"] = "unknown_tool" if "not a valid tool" in text else "tool_error"
+            elif isinstance(m, ToolMessage) and getattr(m, "status", "") == "error":  # ToolNode's own
+                trace.steps[-1]["error"] = "tool_error"
     last = messages[-1] if messages else None
-    if stopped == "answer" and isinstance(last, AIMessage) and not last.tool_calls:
+    if trace.stopped == "answer" and isinstance(last, AIMessage) and not last.tool_calls:
         trace.answer = str(last.content)
     return {**trace.to_dict(), "messages": messages}

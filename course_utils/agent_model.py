@@ -20,7 +20,7 @@ __all__ = ["AgentConfig", "agent_tools", "agent_training_records", "default_agen
 class AgentConfig:
     """LoRA training of the course's agent on :func:`agent_step_records` of the train split's tasks."""
 
-    tasks_per_kind: int = 400  # train tasks per kind (fewer where the split has fewer: legal)
+    tasks_per_kind: int = 600  # train tasks per kind (fewer where the split has fewer: legal)
     task_seed: int = 1  # which train tasks
     r: int = 16  # LoRA rank
     alpha: float = 32.0  # LoRA alpha

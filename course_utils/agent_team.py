@@ -1,6 +1,7 @@
 """Notebook 12 (agents): a multi-agent hand-off — a planner, a researcher and a writer — over the same model.
 
-- **Planner** (:data:`PLANNER_SYSTEM`): splits the question into sub-questions, ``Plan: a | b | c``; a later one
+- **Planner** (:data:`PLANNER_SYSTEM`): splits the question into sub-questions, ``Plan:`` then one per line (a
+  newline after ``?`` is one token of the course tokenizer, a ``|`` is a rare one); a later one
   may name an earlier one's finding as ``[1]`` (``Which guild did [1] belong to?``, ``Compute [1] + [2].``).
 - **Researcher**: the ReAct agent of :mod:`course_utils.agent` on one sub-question at a time, starting from the
   notes of the earlier ones (so it can write ``[1]`` out); it ends a sub-question with ``Answer: <the finding>``.
@@ -59,10 +60,10 @@ def writer_messages(question: str, notes: Sequence[str]) -> list[dict[str, str]]
 
 
 def parse_plan(text: str, question: str) -> tuple[list[str], bool]:
-    """The sub-questions of ``Plan: a | b``, and whether the plan could be read (if not: the question itself,
-    so that the researcher still works on it)."""
+    """The sub-questions of ``Plan:`` and one per line (``|`` separates them too), and whether the plan could be
+    read (if not: the question itself, so that the researcher still works on it)."""
     m = re.match(r"^\s*Plan:\s*(.+?)\s*$", text or "", re.S)
-    parts = [p.strip() for p in m.group(1).split("|") if p.strip()] if m else []
+    parts = [p.strip() for p in re.split(r"\n|\|", m.group(1)) if p.strip()] if m else []
     if not parts:
         return [question], False
     return parts[:MAX_SUBQUESTIONS], True
@@ -80,7 +81,7 @@ def team_records(tasks: Sequence[Mapping[str, Any]], tools: Sequence[Tool], *, i
         calls, answer = split_plan(task)
         subs, notes, convs = sub_questions(task), [], []
         alone = len(calls) < 2  # its research is the single agent's: agent_step_records teaches it
-        convs.append((planner_messages(task["question"]), "Plan: " + " | ".join(subs)))
+        convs.append((planner_messages(task["question"]), "Plan:\n" + "\n".join(subs)))
         ok = True
         for sub, step in zip(subs, calls):
             call = ToolCall(step["tool"], dict(step["arguments"]))

@@ -534,7 +534,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name, keywords in _MODEL_OPTIONS.items():
         value = getattr(args, name, None)
         if value is not None and value not in keywords and not (name == "model" and args.command == "rag"
-                                                                and getattr(args, "no_generate", False)):
+                                                                and getattr(args, "no_generate", False)) \
+                and not (name == "model" and args.command == "agent" and value == "agent"):
             from course_utils.hf import resolve_model_source
 
             resolve_model_source(value, f"--{name.replace('_', '-')}")

@@ -64,6 +64,9 @@ CASES = {
                                    "{tmp}/broken-run", "--resume", "--steps", "4"], "broken-run/checkpoint/state.json"),
     "export without checkpoint": (["export-hf", "--run", "{tmp}/no-checkpoint", "--out", "{tmp}/hf"], "No checkpoint"),
     "notebook missing": (["notebooks", "{tmp}/nothing.ipynb"], "No such notebook"),
+    "agent without a question": (["agent", "ask", " ? "], "has no words"),
+    "agent model missing": (["agent", "ask", "Who led the Famine of Alonath?", "--model", "{tmp}/no-model"],
+                            "No model folder"),
 }
 
 
