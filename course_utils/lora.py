@@ -167,9 +167,10 @@ def default_lora_config(settings: Settings | None = None):
 
 
 def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig, r: int = 8,
-               token_rows: Sequence[int] = (), targets=TARGET_MODULES, **overrides: Any) -> SFTRun:
-    """LoRA at rank ``r`` (on the ``targets`` projections) on ``records`` with trl, plus the
-    embedding rows ``token_rows``.
+               token_rows: Sequence[int] = (), targets=TARGET_MODULES, alpha: float | None = None,
+               **overrides: Any) -> SFTRun:
+    """LoRA at rank ``r`` (on the ``targets`` projections, ``alpha`` default ``2 * r``) on ``records``
+    with trl, plus the embedding rows ``token_rows``.
 
     Returns :class:`course_utils.sft.SFTRun` whose ``model`` is a peft model in peft's own
     format (LoRA layers and, with rows, *trainable tokens*), so saving, reloading, switching
@@ -187,17 +188,18 @@ def train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig
     """
     from course_utils.tracking import track
 
-    params = {**dataclasses.asdict(cfg), "r": r, "alpha": 2 * r, "targets": list(targets),
+    alpha = alpha if alpha is not None else 2 * r
+    params = {**dataclasses.asdict(cfg), "r": r, "alpha": alpha, "targets": list(targets),
               "token_rows": len({int(i) for i in token_rows})}
     with track("lora", params, run_name=f"lora-r{r}") as tracker:
-        run = _train_lora(base, tokenizer, records, cfg, r, token_rows, targets, **overrides)
+        run = _train_lora(base, tokenizer, records, cfg, r, token_rows, targets, alpha, **overrides)
         tracker.log_metrics({"trainable": run.trainable, "trainable_share": run.trainable / run.total},
                             step=cfg.max_steps)  # with the token rows: replaces the SFT figure
     return run
 
 
 def _train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfig, r: int, token_rows: Sequence[int],
-                targets, **overrides: Any) -> SFTRun:
+                targets, alpha: float, **overrides: Any) -> SFTRun:
     """:func:`train_lora` without its tracked run."""
     import copy
 
@@ -208,12 +210,12 @@ def _train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfi
 
     rows = sorted({int(i) for i in token_rows})
     if not rows:
-        return train_sft(copy.deepcopy(base), tokenizer, records, cfg, peft_config=lora_config(r, targets=targets),
-                         **overrides)
+        return train_sft(copy.deepcopy(base), tokenizer, records, cfg,
+                         peft_config=lora_config(r, alpha, targets=targets), **overrides)
     vocab = base.get_input_embeddings().weight.shape[0]
     if rows[0] < 0 or rows[-1] >= vocab:
         raise ValueError(f"token_rows must lie in [0, {vocab}); got {rows[0]}..{rows[-1]}.")
-    work = get_peft_model(copy.deepcopy(base), lora_config(r, targets=targets))
+    work = get_peft_model(copy.deepcopy(base), lora_config(r, alpha, targets=targets))
     emb = work.get_input_embeddings().weight
     emb.requires_grad_(True)
     keep = torch.zeros(vocab, 1, dtype=emb.dtype)
@@ -223,7 +225,7 @@ def _train_lora(base, tokenizer, records: list[dict[str, Any]], cfg: SFTRunConfi
         run = train_sft(work, tokenizer, records, dataclasses.replace(cfg, weight_decay=0.0), **overrides)
     finally:
         hook.remove()
-    native = get_peft_model(copy.deepcopy(base), lora_config(r, targets=targets, token_rows=rows))
+    native = get_peft_model(copy.deepcopy(base), lora_config(r, alpha, targets=targets, token_rows=rows))
     trained = dict(work.named_parameters())
     with torch.no_grad():
         for name, p in native.named_parameters():
@@ -458,29 +460,33 @@ def load_or_build_legal_reader(settings: Settings | None = None, config: LegalRe
 
 
 def load_or_build_merged_adapter(name: str, config: Any, records: list[dict[str, Any]], settings: Settings,
-                                 rebuild: bool = False) -> Path:
+                                 rebuild: bool = False, token_rows: Sequence[int] = ()) -> Path:
     """Artifact ``name``: the SFT model with a LoRA adapter trained with trl on ``records``, merged into a plain
     transformers folder. ``config`` carries the training fields ``r, alpha, max_steps, batch_size, lr, seed``
     (:class:`LegalReaderConfig`, :class:`course_utils.security.AssistantConfig`); the cache key is the SFT model,
-    ``config`` and a hash of ``records``. ``training.json`` holds trl's losses."""
+    ``config``, a hash of ``records`` and the embedding rows ``token_rows`` that train too (:func:`train_lora`;
+    :func:`never_seen_rows` gives the ones pretraining never showed). ``training.json`` holds trl's losses."""
     import hashlib
     import json
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from course_utils.artifacts import built_from, config_dict, load_or_build
-    from course_utils.sft import SFTRunConfig, load_or_build_sft_model, train_sft
+    from course_utils.sft import SFTRunConfig, load_or_build_sft_model
 
     sft_path = load_or_build_sft_model(settings)
     key = {"sft_model": built_from(sft_path), "lora": config_dict(config),
            "records": hashlib.sha256(json.dumps(records).encode()).hexdigest()[:12]}
+    rows = sorted({int(i) for i in token_rows})
+    if rows:  # only then: the keys of adapters built without rows stay as they were
+        key["token_rows"] = rows
 
     def build(folder: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(sft_path)
         run_cfg = SFTRunConfig(max_steps=config.max_steps, batch_size=config.batch_size, lr=config.lr,
                                seed=config.seed, logging_steps=max(1, config.max_steps // 20))
-        run = train_sft(model, tok, records, run_cfg, peft_config=lora_config(config.r, config.alpha))
+        run = _train_lora(model, tok, records, run_cfg, config.r, rows, TARGET_MODULES, config.alpha)
         run.model.merge_and_unload().save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "training.json").write_text(json.dumps({"sft_model": str(sft_path), "summary": run.summary(),

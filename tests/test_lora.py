@@ -1,9 +1,9 @@
 """LoRA (course_utils.lora): the from-scratch wrapper starts at the base model, matches
 peft with the same A and B, merges exactly; peft adapters train, save, reload and switch."""
-
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -158,6 +158,9 @@ def test_train_lora_with_rows_trains_only_those_rows_and_saves_as_peft(tmp_path)
     plain = lora.train_lora(base, tok, records, cfg, r=2)
     assert run.trainable == plain.trainable + len(rows) * before.shape[1]
     assert run.total == plain.total
+    assert run.model.peft_config["default"].lora_alpha == 4  # 2 * r unless given
+    halved = lora.train_lora(base, tok, records, dataclasses.replace(cfg, max_steps=1), r=2, token_rows=rows, alpha=2)
+    assert halved.model.peft_config["default"].lora_alpha == 2
     from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 
     layer = next(m for m in run.model.modules() if isinstance(m, TrainableTokensLayer))
