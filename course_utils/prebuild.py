@@ -89,6 +89,12 @@ def _assistant_rules(s: Settings) -> Path:
     return load_or_build_assistant(hierarchy=True, settings=s)
 
 
+def _agent_model(s: Settings) -> Path:
+    from course_utils.agent_model import load_or_build_agent_model
+
+    return load_or_build_agent_model(s)
+
+
 def _reward_model(s: Settings) -> Path:
     from course_utils.reward import load_or_build_reward_model
 
@@ -111,14 +117,15 @@ def _rag_index(s: Settings) -> Path:
 PLAN: tuple[Step, ...] = (
     Step("tokenizer", "01, 02 and every model", _tokenizer),
     Step("base-model", "02, 04-06, 10", _base_model),
-    Step("sft-model", "04, 05, 06, 08, 10", _sft_model),
+    Step("sft-model", "04, 05, 06, 08, 10, 12", _sft_model),
     Step("lora-facts", "05, 08, 10", _lora_facts),
     Step("reward-model", "06, 09, 10", _reward_model),
     Step("dpo-model", "06, 09, 10", _dpo_model),
-    Step("rag-index", "08, 09, 10", _rag_index),
+    Step("rag-index", "08, 09, 10, 12", _rag_index),
     Step("legal-reader", "09", _legal_reader),
     Step("assistant-helpful", "11", _assistant_helpful),
     Step("assistant-rules", "11", _assistant_rules),
+    Step("agent-model", "12", _agent_model),
 )
 
 

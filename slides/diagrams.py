@@ -812,8 +812,39 @@ SPEC_13 = Diagram(  # 13: one round of speculative decoding
     gap_x=30, gap_y=8,
 )
 
+REACT_12 = Diagram(  # 12: the step-wise ReAct loop of the course model
+    "12_react",
+    nodes=(
+        Node("question", (0, 0), style="data"),
+        Node("step prompt:\nquestion, notes,\nlatest observation", (1, 0), key="prompt"),
+        Node("agent model", (2, 0), "writes Thought, then\nAction or Answer", style="focus", key="model"),
+        Node("parse the step\n(unreadable, repeated:\nan error instead)", (3, 0), key="parse"),
+        Node("run_tool\n(schema, time limit;\nno files or shell)", (4, 0), style="focus", key="run"),
+        Node("answer", (3, 1), style="data"),
+        Node("observation: a passage,\na number or an error", (4, 1), style="data", key="obs"),
+    ),
+    edges=(*flow("question", "prompt", "model", "parse", "run"), Edge("run", "obs"),
+           Edge("obs", "prompt", route="vhv", via=1.8, label="next step"), Edge("parse", "answer")),
+    gap_x=26, gap_y=18,
+)
+
+TEAM_12 = Diagram(  # 12: the multi-agent hand-off
+    "12_team",
+    nodes=(
+        Node("question", (0, 0), style="data"),
+        Node("planner", (1, 0), "Plan: one per line", style="focus"),
+        Node("researcher:\nthe ReAct agent, one\nsub-question at a time", (2, 0), style="focus", key="researcher"),
+        Node("writer", (3, 0), "the notes, no tools:\ncites the ids", style="focus"),
+        Node("answer", (4, 0), style="data"),
+        Node("tools", (2, 1), "lookup · calculator ·\ndates · legal code", style="data"),
+    ),
+    edges=(*flow("question", "planner", "researcher", "writer", "answer"), Edge("researcher", "tools")),
+    gap_x=30, gap_y=14,
+)
+
 DIAGRAMS: tuple[Diagram, ...] = (PIPELINE_00, MODEL_02, PIPELINE_04, PADDING_04, STAGES_06, RL_LOOP_06, DATA_07,
-                                 RAG_08, CHAIN_09, DEFENCE_11, EVAL_10, JUDGE_10, SERVE_13, SPEC_13)
+                                 RAG_08, CHAIN_09, DEFENCE_11, EVAL_10, JUDGE_10, REACT_12, TEAM_12, SERVE_13,
+                                 SPEC_13)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from course_utils.settings import get_settings
 #: The stage loaders the notebooks call, and the plan's artifact each one stands for.
 LOADERS = {"tokenizer": "tokenizer", "base_model": "base-model", "sft_model": "sft-model", "lora_facts": "lora-facts",
            "reward_model": "reward-model", "dpo_model": "dpo-model", "index": "rag-index", "legal_reader": "legal-reader",
-           "assistant": "assistant-rules"}
+           "assistant": "assistant-rules", "agent_model": "agent-model"}
 
 
 def test_the_plan_builds_every_artifact_a_notebook_loads():
