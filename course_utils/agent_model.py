@@ -4,7 +4,6 @@ the four tools it is trained with."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,19 +64,14 @@ def agent_training_records(config: AgentConfig, tokenizer, tools: Sequence[Tool]
     (:func:`~course_utils.agent_team.team_records`), those that fit ``max_tokens``, plus replayed SFT
     conversations, shuffled."""
     from course_utils.agent_tasks import build_agent_tasks
-    from course_utils.data import load_sft, world
+    from course_utils.data import world
+    from course_utils.lora import adapter_training_mix
 
     tasks = build_agent_tasks(world(settings), config.tasks_per_kind, config.task_seed, "train")
     records, _ = agent_step_records(tasks, tools)
     if config.team:
         records += team_records(tasks, tools)[0]
-    records = [r for r in records
-               if len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) <= max_tokens]
-    if config.replay:
-        sft_train = load_sft("train", settings=settings)
-        records += random.Random(config.seed + 1).sample(sft_train, min(config.replay, len(sft_train)))
-    random.Random(config.seed).shuffle(records)
-    return records
+    return adapter_training_mix(records, tokenizer, config.replay, config.seed, settings, max_tokens)
 
 
 def load_or_build_agent_model(settings=None, config: AgentConfig | None = None, tools: Sequence[Tool] | None = None,

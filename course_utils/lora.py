@@ -38,6 +38,7 @@ __all__ = [
     "LoRALinear",
     "LoRAFactsConfig",
     "LegalReaderConfig",
+    "adapter_training_mix",
     "apply_lora",
     "copy_lora_to_peft",
     "default_legal_reader_config",
@@ -457,6 +458,24 @@ def load_or_build_legal_reader(settings: Settings | None = None, config: LegalRe
     settings = settings or get_settings()
     config = config or default_legal_reader_config(settings)
     return load_or_build_merged_adapter("legal-reader", config, legal_reader_records(config, settings), settings, rebuild)
+
+
+def adapter_training_mix(records: list[dict[str, Any]], tokenizer, replay: int, seed: int,
+                         settings: Settings | None = None, max_tokens: int = 256) -> list[dict[str, Any]]:
+    """The training set of an adapter on the SFT model: ``records`` that fit ``max_tokens`` in ``tokenizer``'s
+    chat template (trl would cut a longer reply off), plus ``replay`` SFT training conversations so the other
+    skills are kept, shuffled with ``seed`` (the replay drawn with ``seed + 1``)."""
+    import random
+
+    from course_utils.data import load_sft
+
+    out = [r for r in records
+           if len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) <= max_tokens]
+    if replay:
+        sft_train = load_sft("train", settings=settings)
+        out += random.Random(seed + 1).sample(sft_train, min(replay, len(sft_train)))
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def load_or_build_merged_adapter(name: str, config: Any, records: list[dict[str, Any]], settings: Settings,

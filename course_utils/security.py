@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from course_utils.redteam import CANARY, SYSTEM_PROMPT, attack_succeeded, holds_secret, is_refusal
@@ -544,6 +544,9 @@ class AssistantConfig:
     lr: float = 3e-3  # learning rate
     replay: int = 200  # SFT training conversations mixed in, so the other skills are kept
     seed: int = 7  # data and order
+    # train the embedding rows of the tokens pretraining never showed (the fence's '<' '>', '[', ';', ...): LoRA
+    # alone cannot tell them apart (course_utils.lora.never_seen_rows); artifacts built before it had none
+    new_tokens: bool = field(default=False, metadata={"key_if_set": True})
 
 
 def default_assistant_config(hierarchy: bool = True, settings=None) -> AssistantConfig:
@@ -582,15 +585,11 @@ def assistant_training_records(config: AssistantConfig, tokenizer, settings=None
     ``max_tokens`` in ``tokenizer``'s chat template are left out (trl would cut their reply off). For the rules
     assistant, half of the reading prompts come fenced (:func:`fence_passages`): it is trained for the deployment
     that fences its passages, while the helpful one stays the undefended baseline."""
-    from course_utils.data import load_sft, world
+    from course_utils.data import world
+    from course_utils.lora import adapter_training_mix
 
     records = assistant_records(world(settings), config.examples, config.seed, config.hierarchy)
-    records = [r for r in records
-               if len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False)) <= max_tokens]
-    if config.replay:
-        sft_train = load_sft("train", settings=settings)
-        records += random.Random(config.seed + 1).sample(sft_train, min(config.replay, len(sft_train)))
-    random.Random(config.seed).shuffle(records)
+    records = adapter_training_mix(records, tokenizer, config.replay, config.seed, settings, max_tokens)
     return fence_passages(records, tokenizer, max_tokens=max_tokens) if config.hierarchy else records
 
 
@@ -601,7 +600,7 @@ def load_or_build_assistant(hierarchy: bool = True, settings=None, config: Assis
     baseline of notebook 11). The SFT model with a LoRA adapter, merged (:func:`course_utils.lora.load_or_build_merged_adapter`)."""
     from transformers import AutoTokenizer
 
-    from course_utils.lora import load_or_build_merged_adapter
+    from course_utils.lora import load_or_build_merged_adapter, never_seen_rows
     from course_utils.settings import get_settings
     from course_utils.sft import load_or_build_sft_model
 
@@ -610,4 +609,5 @@ def load_or_build_assistant(hierarchy: bool = True, settings=None, config: Assis
     tok = AutoTokenizer.from_pretrained(load_or_build_sft_model(settings))
     records = assistant_training_records(config, tok, settings)
     name = "assistant-rules" if config.hierarchy else "assistant-helpful"
-    return load_or_build_merged_adapter(name, config, records, settings, rebuild)
+    rows = never_seen_rows(tok, records, settings) if config.new_tokens else []
+    return load_or_build_merged_adapter(name, config, records, settings, rebuild, token_rows=rows)

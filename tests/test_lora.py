@@ -177,3 +177,17 @@ def test_train_lora_with_rows_trains_only_those_rows_and_saves_as_peft(tmp_path)
     assert lora.max_logit_diff(merged_model, reloaded, ids) < 1e-4
     with pytest.raises(ValueError, match="token_rows"):
         lora.train_lora(base, tok, records, cfg, r=2, token_rows=[10_000])
+
+
+def test_adapter_training_mix_drops_the_too_long_adds_replay_and_is_deterministic(tmp_path):
+    from course_utils import sft
+    from tests.test_sft import tiny_model_folder
+
+    _, tok, _ = sft.load_base(tiny_model_folder(tmp_path / "m"))
+    short = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+             for i in range(6)]
+    long = [{"messages": [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "a"}]}]
+    mix = lora.adapter_training_mix(short + long, tok, replay=3, seed=5, max_tokens=64)
+    assert len(mix) == 9 and long[0] not in mix and all(r in mix for r in short)
+    assert mix == lora.adapter_training_mix(short + long, tok, replay=3, seed=5, max_tokens=64)
+    assert mix != lora.adapter_training_mix(short + long, tok, replay=3, seed=6, max_tokens=64)
