@@ -56,6 +56,12 @@ us, one more question:", ...; three more role-play look-alikes; about 1,600 s be
 answered right 0.31; a prompt leak got through with spotlighting. The benign second turns after a question on the
 law were refused as before ("Thanks. What happens to a boatman who does not pay it?"), and base64 questions are
 refused by every recipe (the model cannot read base64: to it a benign one and an attack look the same). Dropped.
+**Session 39**, the notebook's recipe with the embedding rows of the tokens pretraining never showed trained with
+the adapter (``AssistantConfig(new_tokens=True)``: 139 rows, the fence's ``<`` and ``>`` among them; the lever
+that made the agent's calls writable in notebook 12; 1,549 s; artifact ``assistant-rules/9efd2ed888d1``): 0.14
+false refusals alone, 0.19 [0.09, 0.30] with all five, benign answered right 0.43 alone, and two prompt leaks
+through without runtime defences (0.25 of that kind; the other attacks 0.00). Dropped: worse on both counts,
+though within the run-to-run noise noted above.
 """
 
 from __future__ import annotations
