@@ -12,7 +12,8 @@ fits the course model's 256-token window, its SFT data and its scores.
   or ``Answer: ...`` instead of the action. A call is ``tool: value`` for a tool with one required argument,
   else ``tool: key value; key value`` (:func:`format_compact_call`, :func:`parse_compact_call`): the same
   :class:`~course_utils.tools.ToolCall` as the JSON format gives, so validity and argument accuracy are measured
-  the same way for both. Hub models keep JSON through :func:`course_utils.tools.render_prompt`.
+  the same way for both. Hub models keep JSON through :func:`course_utils.tools.render_prompt`, the whole
+  trace in their window (:func:`run_json_agent`).
 - **The loop** (:func:`run_agents`): up to ``max_steps`` steps for a batch of questions in lockstep (one
   generation per step for all), with guards: a malformed step or a repeated call is answered with an error
   observation and counted, never run.
@@ -33,7 +34,7 @@ from course_utils.tools import Tool, ToolCall, run_tool, validate_arguments
 
 __all__ = ["AGENT_SYSTEM", "MAX_NOTE_CHARS", "AgentStep", "Trace", "agent_step_records", "call_matches",
            "format_compact_call", "format_step", "note_from", "note_from_call", "parse_compact_call", "parse_step",
-           "run_agents", "step_messages"]
+           "run_agents", "run_json_agent", "step_messages"]
 
 AGENT_SYSTEM = "Answer with the tools: world_lookup, calculator, dates, legal_lookup."
 MAX_NOTE_CHARS = 160  # a note (the thought) is cut here: notes are the agent's memory of earlier observations
@@ -301,6 +302,21 @@ class Trace:
         return {**asdict(self), "errors": self.errors}
 
 
+def _guarded_call(call: ToolCall, made: set[str], table: Mapping[str, Tool]) -> dict[str, Any]:
+    """The record fields (``call``, ``observation``, ``error``, ``seconds``) of running ``call``, unless the
+    question made it already (``made``, its calls so far, gets this one): then the error ``repeated``."""
+    record: dict[str, Any] = {"call": {"name": call.name, "arguments": call.arguments}, "observation": None,
+                              "error": None, "seconds": 0.0}
+    key = json.dumps(record["call"], sort_keys=True, default=str)
+    if key in made:
+        record.update(error="repeated", observation="Error: you made this call already; use its result or answer.")
+        return record
+    made.add(key)
+    obs = run_tool(call, table)
+    record.update(observation=obs.content, error=obs.error, seconds=obs.seconds)
+    return record
+
+
 def run_agents(generate: Callable[[list[list[dict[str, str]]]], list[str]], questions: Sequence[str],
                tools: Sequence[Tool], *, max_steps: int = 6, system: str = AGENT_SYSTEM,
                notes: Sequence[Sequence[str]] | None = None, progress: bool = False) -> list[Trace]:
@@ -344,16 +360,8 @@ def run_agents(generate: Callable[[list[list[dict[str, str]]]], list[str]], ques
                 st["observation"] = ("Error: write 'Action: tool: arguments' or 'Answer: ...'"
                                      + (f" ({step.error})." if step.error else "."))
             else:
-                record["call"] = {"name": step.call.name, "arguments": step.call.arguments}
-                key = json.dumps(record["call"], sort_keys=True, default=str)
-                if key in st["made"]:
-                    record["error"] = "repeated"
-                    st["observation"] = "Error: you made this call already; use its result or answer."
-                else:
-                    st["made"].add(key)
-                    obs = run_tool(step.call, table)
-                    record.update(observation=obs.content, error=obs.error, seconds=obs.seconds)
-                    st["observation"] = obs.content
+                record.update(_guarded_call(step.call, st["made"], table))
+                st["observation"] = record["observation"]
             if record["observation"] is None:
                 record["observation"] = st["observation"]
             tr.steps.append(record)
@@ -366,4 +374,54 @@ def run_agents(generate: Callable[[list[list[dict[str, str]]]], list[str]], ques
         traces[i].seconds = time.perf_counter() - state[i]["t0"]
     if bar is not None:
         bar.close()
+    return traces
+
+
+def run_json_agent(complete: Callable[[list[str]], list[str]], tokenizer, questions: Sequence[str],
+                   tools: Sequence[Tool], *, max_steps: int = 6, system: str | None = None) -> list[Trace]:
+    """The agent for a model that writes the JSON convention: a hub model whose chat template reads ``tools``
+    (:func:`~course_utils.tools.supports_tools`), with the window for a whole trace. At every step the whole
+    conversation is the prompt, rendered by :func:`~course_utils.tools.render_prompt` with the tools' schemas;
+    the reply's ``<tool_call>`` JSON is read by :func:`~course_utils.tools.parse_tool_calls`, each call run with
+    :func:`run_agents`' guards (``malformed``, ``repeated``) and its result sent back as a ``tool`` message; a
+    reply without a call is the answer. ``complete``: prompt texts to replies, one batch per step for the
+    questions still open (:func:`course_utils.rag_chain.text_replies` over a local pipeline)."""
+    from course_utils.tools import CALL_CLOSE, CALL_OPEN, assistant_message, parse_tool_calls, render_prompt
+
+    table = {t.name: t for t in tools}
+    traces = [Trace(q) for q in questions]
+    start = [{"role": "system", "content": system}] if system else []
+    chats = [start + [{"role": "user", "content": q}] for q in questions]
+    made: list[set[str]] = [set() for _ in questions]
+    t0 = time.perf_counter()
+    open_ = list(range(len(questions)))
+    for _ in range(max_steps):
+        if not open_:
+            break
+        replies = complete([render_prompt(tokenizer, chats[i], tools) for i in open_])
+        still = []
+        for i, reply in zip(open_, replies):
+            tr, calls = traces[i], parse_tool_calls(reply)
+            if not calls:
+                tr.answer, tr.stopped, tr.seconds = reply.strip(), "answer", time.perf_counter() - t0
+                tr.steps.append({"thought": "", "raw": reply, "call": None, "observation": None, "error": None,
+                                 "seconds": 0.0})
+                continue
+            message = assistant_message(reply)
+            chats[i].append(message)
+            thought = message["content"] if "tool_calls" in message else ""
+            for call in calls:
+                record: dict[str, Any] = {"thought": thought, "raw": reply, "call": None, "observation": None,
+                                          "error": None, "seconds": 0.0}
+                if call.ok:
+                    record.update(_guarded_call(call, made[i], table))
+                else:
+                    record.update(error="malformed", observation=f"Error: write each call as {CALL_OPEN}"
+                                  f'{{"name": ..., "arguments": {{...}}}}{CALL_CLOSE} ({call.error}).')
+                tr.steps.append(record)
+                chats[i].append({"role": "tool", "name": call.name, "content": record["observation"]})
+            still.append(i)
+        open_ = still
+    for i in open_:
+        traces[i].stopped, traces[i].seconds = "max_steps", time.perf_counter() - t0
     return traces

@@ -13,7 +13,7 @@ __all__ = ["add_agent"]
 
 
 def _cmd_agent_ask(args: argparse.Namespace) -> dict[str, Any]:
-    from course_utils.agent import run_agents
+    from course_utils.agent import run_agents, run_json_agent
     from course_utils.agent_model import agent_tools, load_or_build_agent_model
 
     if not args.question.strip():
@@ -29,16 +29,25 @@ def _cmd_agent_ask(args: argparse.Namespace) -> dict[str, Any]:
         loaded = time.perf_counter()
         out = graph_answer(react_graph(chat_model_node(model, tools), tools), args.question, args.max_steps)
         out.pop("messages")
+        out["convention"] = "native"
         target = args.endpoint
     else:
         from course_utils.agent_eval import generator
         from course_utils.hf import resolve_model_source
-        from course_utils.rag_chain import load_llm
+        from course_utils.rag_chain import load_llm, text_replies
+        from course_utils.tools import supports_tools
 
         target = load_or_build_agent_model() if args.model == "agent" else resolve_model_source(args.model, "--model")
         llm = load_llm(target, max_new_tokens=args.max_new_tokens, batch_size=1)
         loaded = time.perf_counter()
-        out = run_agents(generator(llm), [args.question], tools, max_steps=args.max_steps)[0].to_dict()
+        tok = llm.pipeline.tokenizer
+        if supports_tools(tok):  # a hub model: the JSON convention of its own chat template, the whole trace
+            out = run_json_agent(lambda prompts: text_replies(llm, prompts), tok, [args.question], tools,
+                                 max_steps=args.max_steps)[0].to_dict()
+            out["convention"] = "json"
+        else:  # the course's models: the compact steps that fit 256 tokens
+            out = run_agents(generator(llm), [args.question], tools, max_steps=args.max_steps)[0].to_dict()
+            out["convention"] = "compact"
     done = time.perf_counter()
     tool_s = sum(s.get("seconds") or 0.0 for s in out["steps"])
     out.update(model=str(target), timings={"load_s": round(loaded - t0, 3), "answer_s": round(done - loaded, 3),
@@ -66,7 +75,9 @@ def add_agent(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("action", choices=["ask"], help="ask: answer one question")
     ask.add_argument("question", help="the question, in quotes")
     ask.add_argument("--model", default="agent", help="agent (the course's agent adapter, the default), a "
-                                                      "transformers folder or a hub id that writes the same steps")
+                                                      "transformers folder or a hub id: one whose chat template "
+                                                      "reads tools gets the JSON convention, others the compact "
+                                                      "steps")
     ask.add_argument("--endpoint", default=None, help="an OpenAI-compatible endpoint with tool calling instead "
                                                       "(base URL); --endpoint-model names its model")
     ask.add_argument("--endpoint-model", default="course", help="the model name the endpoint expects")

@@ -54,6 +54,7 @@ __all__ = [
     "langchain_vectorstore",
     "load_llm",
     "rag_chain",
+    "text_replies",
 ]
 
 #: The prompt of the SFT set's passage questions (``supervised.READ_PROMPT``), so the SFT
@@ -148,9 +149,15 @@ def chat_replies(llm, conversations: list[list[dict[str, str]]]) -> list[str]:
     token) or of a LangChain chat model (an endpoint)."""
     if hasattr(llm, "pipeline"):
         tok = llm.pipeline.tokenizer
-        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-        return [clean_reply(t) for t in llm.batch(prompts)]
+        return text_replies(llm, [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                                  for c in conversations])
     return [clean_reply(m.content) for m in llm.batch([[(x["role"], x["content"]) for x in c] for c in conversations])]
+
+
+def text_replies(llm, prompts: list[str]) -> list[str]:
+    """The replies of :func:`load_llm`'s pipeline to prompt texts already rendered (a chat template applied
+    elsewhere, as :func:`course_utils.tools.render_prompt` does), in one batch, cut at the end of the turn."""
+    return [clean_reply(t) for t in llm.batch(prompts)] if prompts else []
 
 
 def clean_reply(text: str) -> str:

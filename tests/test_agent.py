@@ -325,3 +325,64 @@ def test_the_team_with_gold_roles_answers_and_cites(tasks, tools):
     assert rows["right"].all() and (rows["steps"] >= 3).all()
     lost = answer_tasks(tasks[:4], "team", lambda ps: ["No plan."] * len(ps), tools=tools)
     assert failure_modes(lost, tasks)["unreadable plan"] == 4
+
+
+# ----------------------------------------------------------------------------- hub models: the JSON convention
+
+@pytest.fixture(scope="module")
+def hub_tokenizer():
+    """A tokenizer whose chat template reads ``tools`` (the convention of hub models), trained on a few lines."""
+    from course_utils.tokenizer import train_tokenizer, wrap_tokenizer
+    from tests.test_tools import TOOLS_TEMPLATE
+
+    tok = wrap_tokenizer(train_tokenizer(["What is 40 + 2?", "It is 42."] * 5, 300, min_frequency=1))
+    tok.chat_template = TOOLS_TEMPLATE
+    return tok
+
+
+def test_the_json_agent_sends_results_back_as_tool_turns_with_the_same_guards(hub_tokenizer, tools):
+    from course_utils.agent import run_json_agent
+    from course_utils.tools import format_tool_call
+
+    call = format_tool_call("calculator", {"expression": "40 + 2"})
+    script = iter(["Let me compute. " + call, call, '<tool_call>{"name": "calculator", "arguments": </tool_call>',
+                   "It is 42."])
+    prompts: list[str] = []
+
+    def complete(batch: list[str]) -> list[str]:
+        prompts.extend(batch)
+        return [next(script) for _ in batch]
+
+    tr = run_json_agent(complete, hub_tokenizer, ["What is 40 + 2?"], tools, max_steps=6)[0]
+    assert (tr.answer, tr.stopped, len(prompts)) == ("It is 42.", "answer", 4)
+    assert [s["error"] for s in tr.steps] == [None, "repeated", "malformed", None]
+    assert tr.steps[0]["observation"] == "42" and tr.steps[0]["thought"] == "Let me compute."
+    assert tr.steps[0]["call"] == {"name": "calculator", "arguments": {"expression": "40 + 2"}}
+    assert all(f'"name": "{t.name}"' in prompts[0] for t in tools)  # the schemas, through the template
+    assert "<|tool|>\n42<|end|>" in prompts[1] and prompts[1].startswith(prompts[0][:-len("<|assistant|>\n")])
+    assert "already" in prompts[2].split("<|tool|>")[-1] and "write each call" in prompts[3].split("<|tool|>")[-1]
+    assert tr.to_dict()["errors"] == {"repeated": 1, "malformed": 1}
+
+    loop = run_json_agent(lambda batch: [call] * len(batch), hub_tokenizer, ["a", "b"], tools, max_steps=2)
+    assert all(t.stopped == "max_steps" and t.answer is None and t.calls == 2 for t in loop)
+    assert [s["error"] for s in loop[0].steps] == [None, "repeated"]
+
+
+def test_course_agent_ask_gives_a_model_whose_template_reads_tools_the_json_convention(tmp_path, capsys):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from course_utils.cli import main
+    from tests.test_sft import tiny_model_folder
+    from tests.test_tools import TOOLS_TEMPLATE
+
+    folder = tiny_model_folder(tmp_path / "hub")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = TOOLS_TEMPLATE
+    tok.save_pretrained(folder)
+    assert main(["agent", "ask", "What is 40 + 2?", "--model", str(folder), "--max-new-tokens", "4",
+                 "--max-steps", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # artifact lines come first
+    assert out["convention"] == "json" and out["model"] == str(folder) and 1 <= len(out["steps"]) <= 2
+    assert out["stopped"] in ("answer", "max_steps") and set(out["timings"]) >= {"load_s", "answer_s", "steps"}
