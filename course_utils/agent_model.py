@@ -80,7 +80,7 @@ def load_or_build_agent_model(settings=None, config: AgentConfig | None = None, 
     trained on the agent's steps, merged (:func:`course_utils.lora.load_or_build_merged_adapter`)."""
     from transformers import AutoTokenizer
 
-    from course_utils.lora import load_or_build_merged_adapter, never_seen_rows
+    from course_utils.lora import load_or_build_merged_adapter
     from course_utils.settings import get_settings
     from course_utils.sft import load_or_build_sft_model
 
@@ -90,5 +90,4 @@ def load_or_build_agent_model(settings=None, config: AgentConfig | None = None, 
     records = agent_training_records(config, tok, tools or agent_tools(settings=settings), settings)
     # The call format's ';' and the citations' '[', ']' and '#' never occur in the course corpus: their rows are
     # untrained, and LoRA alone leaves the adapter unable to write them (it wrote 'betweenght' for 'between;').
-    rows = never_seen_rows(tok, records, settings) if config.new_tokens else []
-    return load_or_build_merged_adapter("agent-model", config, records, settings, rebuild, token_rows=rows)
+    return load_or_build_merged_adapter("agent-model", config, records, settings, rebuild, new_tokens=config.new_tokens)

@@ -479,12 +479,13 @@ def adapter_training_mix(records: list[dict[str, Any]], tokenizer, replay: int, 
 
 
 def load_or_build_merged_adapter(name: str, config: Any, records: list[dict[str, Any]], settings: Settings,
-                                 rebuild: bool = False, token_rows: Sequence[int] = ()) -> Path:
+                                 rebuild: bool = False, new_tokens: bool = False) -> Path:
     """Artifact ``name``: the SFT model with a LoRA adapter trained with trl on ``records``, merged into a plain
     transformers folder. ``config`` carries the training fields ``r, alpha, max_steps, batch_size, lr, seed``
     (:class:`LegalReaderConfig`, :class:`course_utils.security.AssistantConfig`); the cache key is the SFT model,
-    ``config``, a hash of ``records`` and the embedding rows ``token_rows`` that train too (:func:`train_lora`;
-    :func:`never_seen_rows` gives the ones pretraining never showed). ``training.json`` holds trl's losses."""
+    ``config``, a hash of ``records`` and, with ``new_tokens``, the embedding rows that train too: those of the
+    tokens ``records`` use that pretraining never showed (:func:`never_seen_rows`, :func:`train_lora`).
+    ``training.json`` holds trl's losses."""
     import hashlib
     import json
 
@@ -496,13 +497,13 @@ def load_or_build_merged_adapter(name: str, config: Any, records: list[dict[str,
     sft_path = load_or_build_sft_model(settings)
     key = {"sft_model": built_from(sft_path), "lora": config_dict(config),
            "records": hashlib.sha256(json.dumps(records).encode()).hexdigest()[:12]}
-    rows = sorted({int(i) for i in token_rows})
+    tok = AutoTokenizer.from_pretrained(sft_path)
+    rows = never_seen_rows(tok, records, settings) if new_tokens else []
     if rows:  # only then: the keys of adapters built without rows stay as they were
         key["token_rows"] = rows
 
     def build(folder: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(sft_path)
         run_cfg = SFTRunConfig(max_steps=config.max_steps, batch_size=config.batch_size, lr=config.lr,
                                seed=config.seed, logging_steps=max(1, config.max_steps // 20))
         run = _train_lora(model, tok, records, run_cfg, config.r, rows, TARGET_MODULES, config.alpha)

@@ -600,7 +600,7 @@ def load_or_build_assistant(hierarchy: bool = True, settings=None, config: Assis
     baseline of notebook 11). The SFT model with a LoRA adapter, merged (:func:`course_utils.lora.load_or_build_merged_adapter`)."""
     from transformers import AutoTokenizer
 
-    from course_utils.lora import load_or_build_merged_adapter, never_seen_rows
+    from course_utils.lora import load_or_build_merged_adapter
     from course_utils.settings import get_settings
     from course_utils.sft import load_or_build_sft_model
 
@@ -609,5 +609,4 @@ def load_or_build_assistant(hierarchy: bool = True, settings=None, config: Assis
     tok = AutoTokenizer.from_pretrained(load_or_build_sft_model(settings))
     records = assistant_training_records(config, tok, settings)
     name = "assistant-rules" if config.hierarchy else "assistant-helpful"
-    rows = never_seen_rows(tok, records, settings) if config.new_tokens else []
-    return load_or_build_merged_adapter(name, config, records, settings, rebuild, token_rows=rows)
+    return load_or_build_merged_adapter(name, config, records, settings, rebuild, new_tokens=config.new_tokens)
