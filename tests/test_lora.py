@@ -1,5 +1,6 @@
 """LoRA (course_utils.lora): the from-scratch wrapper starts at the base model, matches
 peft with the same A and B, merges exactly; peft adapters train, save, reload and switch."""
+
 from __future__ import annotations
 
 import copy
